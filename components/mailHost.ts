@@ -1,0 +1,128 @@
+// One host of the fleet: turns a pure HostPlan into provider resources in a safe order
+// (packages → users/groups → directories/mounts → files (checked) → steps → services).
+import * as pulumi from "@pulumi/pulumi";
+import { HostPlan } from "../lib/plan";
+import { sha256 } from "../lib/hash";
+import { ConnectionArgs, Packages, RemoteFile, Script } from "./remote";
+
+export interface MailHostArgs {
+    plan: HostPlan;
+    connection: pulumi.Input<ConnectionArgs>;
+    /** Secrets the plan's steps may read on stdin. */
+    secrets: { smokePassword?: pulumi.Input<string> };
+}
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+export class MailHost extends pulumi.ComponentResource {
+    public readonly files: Record<string, RemoteFile> = {};
+    public readonly ready: pulumi.Resource[];
+
+    constructor(name: string, args: MailHostArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("mailinfra:fleet:MailHost", name, { role: args.plan.role }, opts);
+        const { plan, connection } = args;
+        const child = (deps: pulumi.Resource[] = []): pulumi.CustomResourceOptions => ({ parent: this, dependsOn: deps });
+        const id = (suffix: string) => `${name}${suffix.startsWith("/") ? "" : ":"}${suffix}`;
+
+        const packages = new Packages(id("packages"), { connection, packages: plan.packages, debconf: plan.debconf }, child());
+
+        const users = plan.users.map(
+            (u) =>
+                new Script(
+                    id(`user:${u.name}`),
+                    {
+                        connection,
+                        create: `id -u ${q(u.name)} >/dev/null 2>&1 || adduser --quiet --system --home ${q(u.home)} --no-create-home --group --disabled-password --disabled-login ${q(u.name)}`,
+                    },
+                    child([packages]),
+                ),
+        );
+        const memberships = plan.groupMemberships.map(
+            (m) =>
+                new Script(
+                    id(`group:${m.group}:${m.user}`),
+                    {
+                        connection,
+                        create: `id -nG ${q(m.user)} | tr ' ' '\\n' | grep -qx ${q(m.group)} || adduser --quiet ${q(m.user)} ${q(m.group)}`,
+                        delete: `deluser --quiet ${q(m.user)} ${q(m.group)} || true`,
+                    },
+                    child([packages, ...users]),
+                ),
+        );
+        const accounts = [packages, ...users, ...memberships];
+
+        const directories = plan.directories.map(
+            (d) =>
+                new Script(
+                    id(d.path),
+                    { connection, create: `install -d -m ${q(d.mode)} -o ${q(d.owner)} -g ${q(d.group)} ${q(d.path)}` },
+                    child(accounts),
+                ),
+        );
+        const mounts = plan.mounts.map(
+            (m) =>
+                new Script(
+                    id(`tmpfs:${m.path}`),
+                    {
+                        connection,
+                        create: [
+                            `install -d ${q(m.path)}`,
+                            `line=${q(`tmpfs ${m.path} tmpfs ${m.options} 0 0`)}`,
+                            `grep -qE '^tmpfs[[:space:]]+${m.path}[[:space:]]' /etc/fstab && sed -i "\\|^tmpfs[[:space:]]\\+${m.path}[[:space:]]|c\\\\$line" /etc/fstab || echo "$line" >> /etc/fstab`,
+                            `mountpoint -q ${q(m.path)} && mount -o remount ${q(m.path)} || mount ${q(m.path)}`,
+                        ].join("\n"),
+                        delete: `umount ${q(m.path)} || true; sed -i '\\|^tmpfs[[:space:]]\\+${m.path}[[:space:]]|d' /etc/fstab`,
+                    },
+                    child(accounts),
+                ),
+        );
+        const layout = [...accounts, ...directories, ...mounts];
+
+        const cronFiles = plan.cron.map((c) => ({
+            path: `/etc/cron.d/${c.name}`,
+            content: `# rendered by mailinfra\nSHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n${c.schedule} ${c.user} ${c.command}\n`,
+            mode: "0644",
+            owner: "root",
+            group: "root",
+            validate: undefined as string | undefined,
+            secret: false,
+            notify: [] as string[],
+            keepOnDelete: false,
+        }));
+        for (const f of [...plan.files, ...cronFiles]) {
+            this.files[f.path] = new RemoteFile(
+                id(f.path),
+                {
+                    connection,
+                    path: f.path,
+                    content: f.secret ? pulumi.secret(f.content) : f.content,
+                    mode: f.mode,
+                    owner: f.owner,
+                    group: f.group,
+                    validate: f.validate,
+                    keepOnDelete: f.keepOnDelete,
+                },
+                child(layout),
+            );
+        }
+        const files = Object.values(this.files);
+
+        const steps: pulumi.Resource[] = [];
+        for (const s of plan.steps) {
+            const deps = s.after.includes("files") ? [...layout, ...files] : layout;
+            const stdin = s.secretStdin ? args.secrets[s.secretStdin] : undefined;
+            if (s.secretStdin && stdin === undefined) throw new Error(`${name}: step ${s.name} needs secret ${s.secretStdin}`);
+            steps.push(new Script(id(`step:${s.name}`), { connection, create: s.script, stdin: stdin && pulumi.secret(stdin) }, child(deps)));
+        }
+
+        // A service is reloaded exactly when one of the files it reads changed (their hashes are its triggers).
+        const services = plan.services.map((svc) => {
+            const inputs = [...plan.files.filter((f) => f.notify?.includes(svc.name))].map((f) => `${f.path}=${sha256(f.content)}`);
+            const cmd = `systemctl enable --quiet ${q(svc.name)}\nsystemctl ${svc.onChange} ${q(svc.name)}\nsystemctl is-active --quiet ${q(svc.name)}`;
+            return new Script(id(`service:${svc.name}`), { connection, create: cmd, triggers: inputs }, child([...layout, ...files, ...steps]));
+        });
+
+        this.ready = [...layout, ...files, ...steps, ...services];
+        this.registerOutputs({});
+    }
+}

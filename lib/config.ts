@@ -1,0 +1,229 @@
+// Typed stack configuration, validated before any resource is registered.
+// Pure: no Pulumi imports, so tests and the CLI helpers can use it directly.
+import Ajv, { ErrorObject } from "ajv";
+import addFormats from "ajv-formats";
+
+export const ROLES = ["relay", "imap", "lists", "otrs", "rt"] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface HostConfig {
+    /** IPv4 address the program connects to over SSH and publishes in DNS. */
+    address: string;
+    role: Role;
+    /** Fully qualified host name; defaults to <name>.<mail.hostDomain>. */
+    fqdn?: string;
+}
+
+export interface SshConfig {
+    user: string;
+    port: number;
+    /** Key file on the machine that runs Pulumi; otherwise the secret mailinfra:sshPrivateKey or ssh-agent. */
+    privateKeyPath?: string;
+}
+
+export interface MailConfig {
+    /** Domain of the host names (mchenry.<hostDomain>). */
+    hostDomain: string;
+    /** Networks trusted as our own (the seed's wikimedia_nets): relaying, reserved slots, no spam scan. */
+    ownNetworks: string[];
+    /** Domains whose mail the relay processes locally (aliases, accounts, queues). */
+    localDomains: string[];
+    /** Domains the MX hosts accept and pass on by DNS (the seed's relay_domains file). */
+    relayDomains: string[];
+    /** Old domains whose list addresses are rewritten to the lists domain. */
+    legacyMailmanDomains: string[];
+    /** Domains handled by the RT host. */
+    rtDomains: string[];
+    /** Aliases per local domain: local part (or "*") → targets (addresses, :fail:, :defer:, |pipes). */
+    aliases: Record<string, Record<string, string[]>>;
+    /** Address that receives postmaster mail for every local domain. */
+    postmaster: string;
+}
+
+export interface SmokeConfig {
+    enabled: boolean;
+    /** Dedicated account on the IMAP store that the smoke test delivers to. */
+    account: string;
+}
+
+export interface StackConfig {
+    ssh: SshConfig;
+    hosts: Record<string, HostConfig>;
+    mail: MailConfig;
+    smoke: SmokeConfig;
+}
+
+const domain = { type: "string", format: "hostname", pattern: "\\." } as const;
+const domainList = { type: "array", items: domain, uniqueItems: true, default: [] } as const;
+const cidr = {
+    type: "string",
+    pattern: "^(\\d{1,3}\\.){3}\\d{1,3}/\\d{1,2}$|^[0-9a-fA-F:]+/\\d{1,3}$",
+} as const;
+const mailbox = { type: "string", pattern: "^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}$" } as const;
+const aliasTarget = {
+    type: "string",
+    // a mailbox, an unqualified local part, :fail:/:defer: with text, or a pipe
+    pattern: "^([A-Za-z0-9._%+-]+(@[A-Za-z0-9.-]+)?|:(fail|defer|blackhole):.*|\\|/.+)$",
+} as const;
+
+export const stackConfigSchema = {
+    type: "object",
+    additionalProperties: false,
+    required: ["hosts", "mail"],
+    properties: {
+        ssh: {
+            type: "object",
+            additionalProperties: false,
+            default: {},
+            properties: {
+                user: { type: "string", pattern: "^[a-z_][a-z0-9_-]*$", default: "root" },
+                port: { type: "integer", minimum: 1, maximum: 65535, default: 22 },
+                privateKeyPath: { type: "string", pattern: "^/" },
+            },
+        },
+        hosts: {
+            type: "object",
+            minProperties: 1,
+            propertyNames: { pattern: "^[a-z][a-z0-9-]{0,62}$" },
+            additionalProperties: {
+                type: "object",
+                additionalProperties: false,
+                required: ["address", "role"],
+                properties: {
+                    address: { type: "string", format: "ipv4" },
+                    role: { enum: [...ROLES] },
+                    fqdn: domain,
+                },
+            },
+        },
+        mail: {
+            type: "object",
+            additionalProperties: false,
+            required: ["hostDomain", "ownNetworks", "localDomains", "postmaster"],
+            properties: {
+                hostDomain: domain,
+                ownNetworks: { type: "array", items: cidr, minItems: 1 },
+                localDomains: { ...domainList, minItems: 1 },
+                relayDomains: domainList,
+                legacyMailmanDomains: domainList,
+                rtDomains: domainList,
+                aliases: {
+                    type: "object",
+                    default: {},
+                    propertyNames: domain,
+                    additionalProperties: {
+                        type: "object",
+                        propertyNames: { pattern: "^([A-Za-z0-9._%+-]+|\\*)$" },
+                        additionalProperties: { type: "array", items: aliasTarget, minItems: 1 },
+                    },
+                },
+                postmaster: mailbox,
+            },
+        },
+        smoke: {
+            type: "object",
+            additionalProperties: false,
+            default: {},
+            properties: {
+                enabled: { type: "boolean", default: true },
+                account: { ...mailbox, default: "smoke@invalid.invalid" },
+            },
+        },
+    },
+} as const;
+
+export class ConfigError extends Error {
+    constructor(public readonly problems: string[]) {
+        super(`invalid stack config:\n  - ${problems.join("\n  - ")}`);
+        this.name = "ConfigError";
+    }
+}
+
+function keyOf(e: ErrorObject): string {
+    const parts = e.instancePath.split("/").filter(Boolean).map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
+    if (e.keyword === "additionalProperties") parts.push((e.params as any).additionalProperty);
+    if (e.keyword === "required") parts.push((e.params as any).missingProperty);
+    if (e.keyword === "propertyNames") parts.push((e.params as any).propertyName);
+    const [top, ...rest] = parts;
+    return top ? `mailinfra:${top}${rest.map((p) => (/^\d+$/.test(p) ? `[${p}]` : `.${p}`)).join("")}` : "mailinfra";
+}
+
+function describe(e: ErrorObject, data: unknown): string {
+    const value = e.instancePath.split("/").filter(Boolean).reduce<any>((v, k) => v?.[k.replace(/~1/g, "/")], data);
+    switch (e.keyword) {
+        case "additionalProperties":
+            return "unknown key";
+        case "required":
+            return "missing required key";
+        case "enum":
+            return `must be one of ${(e.params as any).allowedValues.join(", ")} (got ${JSON.stringify(value)})`;
+        case "propertyNames":
+            return "invalid name";
+        default:
+            return `${e.message} (got ${JSON.stringify(value)})`;
+    }
+}
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
+addFormats(ajv);
+const validate = ajv.compile(stackConfigSchema);
+
+/** Validates raw config (as read from Pulumi config) and returns it typed, or throws ConfigError. */
+export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
+    const data = structuredClone(raw);
+    if (!validate(data)) {
+        const problems = (validate.errors ?? [])
+            .filter((e) => e.keyword !== "if")
+            .map((e) => `${keyOf(e)}: ${describe(e, data)}`);
+        throw new ConfigError([...new Set(problems)]);
+    }
+    const cfg = data as unknown as StackConfig;
+    const problems = semanticProblems(cfg);
+    if (problems.length) throw new ConfigError(problems);
+    return cfg;
+}
+
+function semanticProblems(cfg: StackConfig): string[] {
+    const problems: string[] = [];
+    const byRole = new Map<Role, string[]>();
+    const byAddress = new Map<string, string>();
+    for (const [name, h] of Object.entries(cfg.hosts)) {
+        byRole.set(h.role, [...(byRole.get(h.role) ?? []), name]);
+        const other = byAddress.get(h.address);
+        if (other) problems.push(`mailinfra:hosts.${name}.address: ${h.address} is already the address of host ${other}`);
+        byAddress.set(h.address, name);
+    }
+    for (const role of ["relay", "imap"] as Role[])
+        if (!byRole.has(role)) problems.push(`mailinfra:hosts: no host has role "${role}" (exactly one is required)`);
+    for (const [role, names] of byRole)
+        if (names.length > 1) problems.push(`mailinfra:hosts: role "${role}" is given to ${names.join(", ")}; one host per role`);
+
+    // A domain is handled in exactly one way.
+    const lists: [keyof MailConfig, string[]][] = [
+        ["localDomains", cfg.mail.localDomains],
+        ["relayDomains", cfg.mail.relayDomains],
+        ["rtDomains", cfg.mail.rtDomains],
+    ];
+    for (let i = 0; i < lists.length; i++)
+        for (let j = i + 1; j < lists.length; j++)
+            for (const d of lists[i][1].filter((d) => lists[j][1].includes(d)))
+                problems.push(`mailinfra:mail.${lists[j][0]}: ${d} is also in mail.${lists[i][0]}; a domain is either local, relayed or RT`);
+    for (const d of cfg.mail.legacyMailmanDomains.filter((d) => !cfg.mail.localDomains.includes(d)))
+        problems.push(`mailinfra:mail.legacyMailmanDomains: ${d} must also be in mail.localDomains`);
+    for (const d of Object.keys(cfg.mail.aliases).filter((d) => !cfg.mail.localDomains.includes(d)))
+        problems.push(`mailinfra:mail.aliases.${d}: not a local domain (add it to mail.localDomains)`);
+    if (cfg.smoke.enabled) {
+        const smokeDomain = cfg.smoke.account.split("@")[1];
+        if (!cfg.mail.localDomains.includes(smokeDomain))
+            problems.push(`mailinfra:smoke.account: ${cfg.smoke.account} is not in a local domain`);
+    }
+    return problems;
+}
+
+export function hostsWithRole(cfg: StackConfig, role: Role): [string, HostConfig][] {
+    return Object.entries(cfg.hosts).filter(([, h]) => h.role === role);
+}
+
+export function fqdnOf(cfg: StackConfig, name: string): string {
+    return cfg.hosts[name].fqdn ?? `${name}.${cfg.mail.hostDomain}`;
+}

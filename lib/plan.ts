@@ -1,0 +1,124 @@
+// The pure description of one host: what the Pulumi components turn into resources.
+// Planners (lib/roles/*) build these from stack config; nothing here talks to a host.
+import * as path from "path";
+import * as ejs from "ejs";
+
+export interface FileSpec {
+    path: string;
+    content: string;
+    mode: string;
+    owner: string;
+    group: string;
+    /** Checked on the host before the file goes live; "$NEW" is the staged file. */
+    validate?: string;
+    /** Content is a secret (key, password): rendered into a Pulumi secret, masked in previews. */
+    secret?: boolean;
+    /** Services reloaded when this file changes. */
+    notify?: string[];
+    keepOnDelete?: boolean;
+}
+
+export interface UserSpec {
+    name: string;
+    home: string;
+    /** Supplementary groups (e.g. Debian-exim in vmail). */
+    groups?: string[];
+    system: true;
+}
+
+export interface GroupMembership {
+    user: string;
+    group: string;
+}
+
+export interface DirectorySpec {
+    path: string;
+    mode: string;
+    owner: string;
+    group: string;
+}
+
+export interface TmpfsMountSpec {
+    path: string;
+    options: string;
+}
+
+export interface CronSpec {
+    /** File name under /etc/cron.d. */
+    name: string;
+    schedule: string;
+    user: string;
+    command: string;
+}
+
+export interface ServiceSpec {
+    name: string;
+    /** systemctl action when a notifying file changed. */
+    onChange: "reload" | "restart" | "reload-or-restart";
+}
+
+/** An idempotent step that does not fit the primitives (schema migration, account upsert). */
+export interface StepSpec {
+    name: string;
+    script: string;
+    /** Secret handed to the script on stdin. */
+    secretStdin?: "smokePassword";
+    after: ("packages" | "users" | "directories" | "files")[];
+}
+
+export interface HostPlan {
+    host: string;
+    role: string;
+    packages: string[];
+    debconf?: string;
+    users: UserSpec[];
+    groupMemberships: GroupMembership[];
+    directories: DirectorySpec[];
+    mounts: TmpfsMountSpec[];
+    files: FileSpec[];
+    cron: CronSpec[];
+    services: ServiceSpec[];
+    steps: StepSpec[];
+}
+
+export function emptyPlan(host: string, role: string): HostPlan {
+    return { host, role, packages: [], users: [], groupMemberships: [], directories: [], mounts: [], files: [], cron: [], services: [], steps: [] };
+}
+
+/** Merges plan parts (Exim core, Dovecot, ...) into one host plan; a path may be owned by one part only. */
+export function mergePlans(base: HostPlan, ...parts: Partial<HostPlan>[]): HostPlan {
+    const out: HostPlan = structuredClone(base);
+    for (const p of parts) {
+        out.packages.push(...(p.packages ?? []));
+        out.users.push(...(p.users ?? []));
+        out.groupMemberships.push(...(p.groupMemberships ?? []));
+        out.directories.push(...(p.directories ?? []));
+        out.mounts.push(...(p.mounts ?? []));
+        out.files.push(...(p.files ?? []));
+        out.cron.push(...(p.cron ?? []));
+        out.services.push(...(p.services ?? []));
+        out.steps.push(...(p.steps ?? []));
+        if (p.debconf) out.debconf = [out.debconf, p.debconf].filter(Boolean).join("\n");
+    }
+    out.packages = [...new Set(out.packages)].sort();
+    const seen = new Set<string>();
+    for (const f of [...out.files.map((f) => f.path), ...out.directories.map((d) => d.path)]) {
+        if (seen.has(f)) throw new Error(`plan for ${base.host}: ${f} is managed twice`);
+        seen.add(f);
+    }
+    return out;
+}
+
+export const FILES_DIR = path.resolve(__dirname, "..", "files");
+
+/** Renders files/<template> with ejs; templates include shared partials by relative path. */
+export function render(template: string, data: Record<string, unknown>): string {
+    const file = path.join(FILES_DIR, template);
+    return ejs.render(require("fs").readFileSync(file, "utf8"), data, { filename: file, strict: false, rmWhitespace: false });
+}
+
+/** Exim list syntax with a safe separator when items may contain ':' (IPv6). */
+export function eximList(items: string[]): string {
+    if (items.length === 0) return "";
+    return items.some((i) => i.includes(":")) ? `<; ${items.join(" ; ")}` : items.join(" : ");
+}

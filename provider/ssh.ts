@@ -1,0 +1,120 @@
+// SSH transport of the mailinfra provider: one pooled connection per host for the whole
+// `pulumi up`, scripts and file contents always travel on stdin (never on a command line).
+import * as fs from "fs";
+import { NodeSSH } from "node-ssh";
+
+export interface Connection {
+    host: string;
+    port?: number;
+    user?: string;
+    /** Path of a private key on the machine running Pulumi (lab key, operator key). */
+    privateKeyPath?: string;
+    /** Private key text (a Pulumi secret in stack config). */
+    privateKey?: string;
+}
+
+export interface ExecResult {
+    code: number;
+    stdout: string;
+    stderr: string;
+}
+
+/** sshd allows 10 sessions per connection by default; stay below it. */
+const MAX_CHANNELS_PER_HOST = 6;
+
+class HostSession {
+    private ssh?: Promise<NodeSSH>;
+    private active = 0;
+    private waiting: (() => void)[] = [];
+    public commands = 0;
+
+    constructor(private readonly conn: Connection) {}
+
+    private connect(): Promise<NodeSSH> {
+        if (!this.ssh) {
+            const c = this.conn;
+            const privateKey = c.privateKey ?? (c.privateKeyPath ? fs.readFileSync(c.privateKeyPath, "utf8") : undefined);
+            const ssh = new NodeSSH();
+            this.ssh = ssh
+                .connect({
+                    host: c.host,
+                    port: c.port ?? 22,
+                    username: c.user ?? "root",
+                    privateKey,
+                    agent: privateKey ? undefined : process.env.SSH_AUTH_SOCK,
+                    readyTimeout: 20000,
+                    keepaliveInterval: 10000,
+                })
+                .catch((err: Error) => {
+                    this.ssh = undefined;
+                    throw new Error(`cannot reach ${c.user ?? "root"}@${c.host}:${c.port ?? 22} over SSH: ${err.message}`);
+                });
+        }
+        return this.ssh;
+    }
+
+    private async acquire(): Promise<void> {
+        if (this.active < MAX_CHANNELS_PER_HOST) {
+            this.active++;
+            return;
+        }
+        await new Promise<void>((resolve) => this.waiting.push(resolve));
+        this.active++;
+    }
+
+    private release(): void {
+        this.active--;
+        this.waiting.shift()?.();
+    }
+
+    /** Runs a bash script given on stdin, as the connection's user. */
+    async run(script: string, stdin?: string): Promise<ExecResult> {
+        const ssh = await this.connect();
+        await this.acquire();
+        try {
+            this.commands++;
+            // The script is base64 on the command line only when stdin carries file content;
+            // neither ever contains secrets in argv: secrets only travel in `stdin`.
+            if (stdin === undefined) {
+                const r = await ssh.execCommand("bash -euo pipefail -s", { stdin: script });
+                return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
+            }
+            const encoded = Buffer.from(script, "utf8").toString("base64");
+            const r = await ssh.execCommand(`bash -euo pipefail -c "$(echo ${encoded} | base64 -d)"`, { stdin });
+            return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
+        } finally {
+            this.release();
+        }
+    }
+
+    dispose(): void {
+        void this.ssh?.then((s) => s.dispose()).catch(() => undefined);
+    }
+}
+
+const sessions = new Map<string, HostSession>();
+
+export function sessionFor(conn: Connection): HostSession {
+    const key = `${conn.user ?? "root"}@${conn.host}:${conn.port ?? 22}`;
+    let s = sessions.get(key);
+    if (!s) {
+        s = new HostSession(conn);
+        sessions.set(key, s);
+    }
+    return s;
+}
+
+export function closeAllSessions(): void {
+    for (const s of sessions.values()) s.dispose();
+    sessions.clear();
+}
+
+/** Runs a script and throws with the script's own output when it fails. */
+export async function runChecked(conn: Connection, what: string, script: string, stdin?: string): Promise<ExecResult> {
+    const r = await sessionFor(conn).run(script, stdin);
+    if (r.code !== 0) {
+        const detail = [r.stderr.trim(), r.stdout.trim()].filter(Boolean).join("\n");
+        throw new Error(`${what} on ${conn.host} failed (exit ${r.code}):\n${detail}`);
+    }
+    return r;
+}
