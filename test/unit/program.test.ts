@@ -1,0 +1,80 @@
+// The real program under pulumi.runtime.setMocks: resource graph, secrets, and fail-fast config.
+import * as pulumi from "@pulumi/pulumi";
+import { describe, expect, it } from "vitest";
+import { stackConfig } from "./stackConfig";
+
+const SECRET_SIG = pulumi.runtime.specialSigKey;
+
+interface Registered {
+    type: string;
+    name: string;
+    inputs: any;
+}
+
+async function runProgram(config: Record<string, unknown>, secrets: Record<string, string>): Promise<{ resources: Registered[]; error?: Error }> {
+    const resources: Registered[] = [];
+    pulumi.runtime.setMocks(
+        {
+            newResource: (args) => {
+                resources.push({ type: args.type, name: args.name, inputs: args.inputs });
+                return { id: `${args.name}-id`, state: args.inputs };
+            },
+            call: () => ({}),
+        },
+        "mailinfra",
+        "lab",
+        false,
+    );
+    const all: Record<string, string> = {};
+    for (const [k, v] of Object.entries(config)) all[`mailinfra:${k}`] = JSON.stringify(v);
+    for (const [k, v] of Object.entries(secrets)) all[`mailinfra:${k}`] = v;
+    pulumi.runtime.setAllConfig(all, Object.keys(secrets).map((k) => `mailinfra:${k}`));
+    try {
+        const { deployFleet, readStackConfig } = await import("../../components/fleet.js");
+        const hosts = deployFleet(readStackConfig());
+        // wait for every registration
+        await new Promise((r) => setTimeout(r, 200));
+        for (const h of Object.values(hosts)) await Promise.all(h.ready.map((r) => new Promise((ok) => pulumi.all([r.urn]).apply(ok))));
+        return { resources };
+    } catch (e) {
+        return { resources, error: e as Error };
+    }
+}
+
+const isSecret = (v: unknown) => !!v && typeof v === "object" && (v as any)[SECRET_SIG] === pulumi.runtime.specialSecretSig;
+
+describe("program under mocks (lab stack)", () => {
+    it("registers every host's files with on-host checks and secrets kept secret", async () => {
+        const { resources, error } = await runProgram(stackConfig("lab"), { smokePassword: "pw-for-test" });
+        expect(error).toBeUndefined();
+        const files = resources.filter((r) => r.type === "mailinfra:host:File");
+        const eximConfs = files.filter((f) => f.inputs.path === "/etc/exim4/exim4.conf");
+        expect(eximConfs).toHaveLength(5);
+        for (const f of eximConfs) expect(f.inputs.validate).toContain("exim4 -bV -C");
+        const dovecot = files.find((f) => f.name === "sanger/etc/dovecot/dovecot.conf");
+        expect(dovecot?.inputs.validate).toContain("doveconf -n -c");
+
+        const smoke = resources.find((r) => r.name === "sanger:step:smoke-account");
+        expect(isSecret(smoke?.inputs.stdin)).toBe(true);
+        expect(JSON.stringify(smoke?.inputs.create)).not.toContain("pw-for-test");
+        for (const r of resources.filter((r) => r.type.startsWith("mailinfra:host:"))) expect(isSecret(r.inputs.connection)).toBe(true);
+
+        const packages = resources.filter((r) => r.type === "mailinfra:host:Packages");
+        expect(packages.map((p) => p.name).sort()).toEqual(["lily:packages", "mchenry:packages", "otrs:packages", "sanger:packages", "streber:packages"]);
+    });
+
+    it("reloads a service only through the hashes of the files it reads", async () => {
+        const { resources } = await runProgram(stackConfig("lab"), { smokePassword: "pw" });
+        const svc = resources.find((r) => r.name === "sanger:service:dovecot");
+        expect(svc?.inputs.triggers).toHaveLength(2);
+        expect(svc?.inputs.triggers[0]).toMatch(/^\/etc\/dovecot\/dovecot.conf=[0-9a-f]{64}$/);
+    });
+
+    it("fails before registering anything when the config is invalid", async () => {
+        const bad = structuredClone(stackConfig("lab")) as any;
+        bad.hosts.sanger.role = "imapd";
+        const { resources, error } = await runProgram(bad, { smokePassword: "pw" });
+        expect(error?.message).toContain('mailinfra:hosts.sanger.role: must be one of relay, imap, lists, otrs, rt (got "imapd")');
+        expect(resources).toHaveLength(0);
+    });
+});
