@@ -1,0 +1,66 @@
+// Helpers for lab tests: real lab hosts (lab/lab.sh), the real engine (scripts/pulumi), SSH.
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+
+export const REPO = path.resolve(__dirname, "..", "..");
+export const LAB_CACHE = process.env.LAB_CACHE ?? "/var/cache/mailinfra/lab";
+
+export interface Run {
+    code: number;
+    out: string;
+}
+
+export function run(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string>; input?: string } = {}): Run {
+    const r = spawnSync(cmd, args, {
+        cwd: opts.cwd ?? REPO,
+        env: { ...process.env, ...opts.env },
+        input: opts.input,
+        encoding: "utf8",
+        maxBuffer: 64 * 1024 * 1024,
+    });
+    return { code: r.status ?? -1, out: `${r.stdout ?? ""}${r.stderr ?? ""}` };
+}
+
+export function pulumi(args: string[], opts: { cwd?: string } = {}): Run {
+    const cwd = opts.cwd ?? REPO;
+    // a copied project (broken-template test) shares the real project's state backend
+    return run(path.join(cwd, "scripts", "pulumi"), [...args, "--non-interactive", "--color=never"], {
+        cwd,
+        env: { PULUMI_BACKEND_URL: `file://${REPO}/.pulumi-state`, PULUMI_HOME: `${REPO}/.pulumi-home` },
+    });
+}
+
+export function ssh(address: string, command: string): Run {
+    return run("ssh", ["-F", path.join(LAB_CACHE, "ssh_config"), address, command]);
+}
+
+/** A throw-away copy of the project (node_modules shared) for tests that edit templates or stack files. */
+export function projectCopy(): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mailinfra-copy-"));
+    for (const entry of fs.readdirSync(REPO)) {
+        if ([".git", "node_modules", ".pulumi-state", ".pulumi-home", "rendered"].includes(entry)) continue;
+        fs.cpSync(path.join(REPO, entry), path.join(dir, entry), { recursive: true });
+    }
+    fs.symlinkSync(path.join(REPO, "node_modules"), path.join(dir, "node_modules"));
+    return dir;
+}
+
+/** Bare lab hosts and an empty lab stack: what `pulumi up` must converge from. */
+export function freshLab(hosts: string[]): void {
+    for (const h of hosts) must(run(path.join(REPO, "lab", "lab.sh"), ["reset", h]), `lab reset ${h}`);
+    must(run(path.join(REPO, "lab", "lab.sh"), ["up", ...hosts]), "lab up");
+    pulumi(["stack", "rm", "lab", "--force", "--preserve-config", "--yes"]);
+    must(pulumi(["stack", "select", "--create", "lab"]), "stack select lab");
+}
+
+export function must(r: Run, what: string): Run {
+    if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}):\n${r.out.slice(-6000)}`);
+    return r;
+}
+
+export function smokePassword(): string {
+    const r = must(pulumi(["config", "get", "mailinfra:smokePassword", "--stack", "lab"]), "reading smoke password");
+    return r.out.trim();
+}
