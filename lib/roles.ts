@@ -55,7 +55,8 @@ function eximPart(template: string, data: Record<string, unknown>): Partial<Host
                 notify: ["exim4"],
             },
         ],
-        services: [{ name: "exim4", onChange: "reload-or-restart" }],
+        // restart, not reload: a new daemon also picks up new group memberships (ssl-cert, vmail)
+        services: [{ name: "exim4", onChange: "restart" }],
     };
 }
 
