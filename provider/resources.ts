@@ -138,10 +138,16 @@ export function packagesScript(p: PackagesProps): string {
     const pkgs = p.packages.map(shq).join(" ");
     return [
         `export DEBIAN_FRONTEND=noninteractive`,
+        // a mirror or proxy can hang a download forever: bound each try and retry
+        `apt_opts="-o Acquire::http::Timeout=30 -o Acquire::Retries=3"`,
+        `refresh() { for try in 1 2 3; do timeout 180 apt-get $apt_opts update -q >/dev/null && return 0; echo "apt-get update try $try failed" >&2; sleep 2; done; return 1; }`,
         // refresh indexes when older than 6 h (or never fetched)
-        `if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -360 2>/dev/null | head -n1)" ]; then apt-get update -q >/dev/null; fi`,
+        `if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -360 2>/dev/null | head -n1)" ]; then refresh; fi`,
         p.debconf ? `debconf-set-selections <<'MAILINFRA_DEBCONF'\n${p.debconf}\nMAILINFRA_DEBCONF` : ``,
-        `apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ${pkgs} 2>&1 | grep -vE '^(Reading|Building|Selecting|Preparing|Unpacking|Setting up|Processing|\\(Reading)' || true`,
+        `install() { timeout 1200 apt-get $apt_opts install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ${pkgs} 2>&1 | grep -vE '^(Reading|Building|Selecting|Preparing|Unpacking|Setting up|Processing|\\(Reading)' || true; }`,
+        // an interrupted earlier run may have left dpkg half-configured
+        `dpkg --configure -a >/dev/null 2>&1 || true`,
+        `install`,
         // apt's exit code is lost in the pipe above: verify every package is installed
         `missing=$(for p in ${pkgs}; do p=\${p%%/*}; dpkg-query -W -f='\${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || echo "$p"; done)`,
         `if [ -n "$missing" ]; then echo "packages not installed: $missing" >&2; exit 1; fi`,

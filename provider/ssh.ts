@@ -20,6 +20,8 @@ export interface ExecResult {
 }
 
 /** sshd allows 10 sessions per connection by default; stay below it. */
+/** No remote step may block `pulumi up` forever (a hung mirror, a daemon holding the session). */
+const SCRIPT_DEADLINE_S = 1800;
 const MAX_CHANNELS_PER_HOST = 6;
 
 class HostSession {
@@ -76,11 +78,11 @@ class HostSession {
             // The script is base64 on the command line only when stdin carries file content;
             // neither ever contains secrets in argv: secrets only travel in `stdin`.
             if (stdin === undefined) {
-                const r = await ssh.execCommand("bash -euo pipefail -s", { stdin: script });
+                const r = await ssh.execCommand(`timeout --kill-after=30 ${SCRIPT_DEADLINE_S} bash -euo pipefail -s`, { stdin: script });
                 return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
             }
             const encoded = Buffer.from(script, "utf8").toString("base64");
-            const r = await ssh.execCommand(`bash -euo pipefail -c "$(echo ${encoded} | base64 -d)"`, { stdin });
+            const r = await ssh.execCommand(`timeout --kill-after=30 ${SCRIPT_DEADLINE_S} bash -euo pipefail -c "$(echo ${encoded} | base64 -d)"`, { stdin });
             return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
         } finally {
             this.release();

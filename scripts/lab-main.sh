@@ -6,22 +6,22 @@ cd "$repo"
 hosts=(mchenry sanger lily otrs streber)
 t0=$(date +%s)
 declare -a summary
-mark() { summary+=("$(printf '%-34s %5ss' "$1" "$(( $(date +%s) - $2 ))")"); }
+mark() { summary+=("$(printf '%-36s %5ss' "$1" "$(( $(date +%s) - $2 ))")"); }
 
 s=$(date +%s); scripts/setup.sh; mark "setup (packages, lab, engine)" "$s"
 
 s=$(date +%s)
 for h in "${hosts[@]}"; do lab/lab.sh reset "$h" >/dev/null; done
 lab/lab.sh up "${hosts[@]}"
-scripts/pulumi stack rm lab --force --preserve-config --yes >/dev/null 2>&1 || true
-scripts/pulumi stack select --create lab
+scripts/pulumi stack rm --stack lab --force --preserve-config --yes >/dev/null 2>&1 || true
+scripts/pulumi stack select --create --stack lab
 mark "bare lab hosts up" "$s"
 
-s=$(date +%s); scripts/pulumi up --stack lab --yes --skip-preview --non-interactive; mark "pulumi up (bare → converged)" "$s"
+s=$(date +%s); scripts/pulumi up --stack lab --yes --skip-preview --non-interactive; mark "pulumi up (bare -> converged)" "$s"
 s=$(date +%s); node scripts/run-ts.js scripts/smoke.ts lab; mark "smoke mail" "$s"
 s=$(date +%s); scripts/pulumi preview --stack lab --expect-no-changes --non-interactive >/dev/null; mark "preview, expecting no changes" "$s"
 
 echo
 echo "== mailinfra lab: converged and delivering mail =="
 printf '  %s\n' "${summary[@]}"
-printf '  %-34s %5ss\n' "total" "$(( $(date +%s) - t0 ))"
+printf '  %-36s %5ss\n' "total" "$(( $(date +%s) - t0 ))"

@@ -4,7 +4,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { smokeTest } from "../../lib/smoke";
-import { freshLab, must, projectCopy, pulumi, smokePassword, ssh } from "./harness";
+import { freshLab, must, projectCopy, pulumi, REPO, smokePassword, ssh } from "./harness";
 
 const HOSTS = ["mchenry", "sanger", "lily", "otrs", "streber"];
 const RELAY = "198.51.100.11";
@@ -43,6 +43,26 @@ describe("lab foundation", () => {
         const r = pulumi(["preview", "--stack", "lab", "--expect-no-changes"]);
         expect(r.out).not.toMatch(/error: no changes were expected/);
         expect(r.code).toBe(0);
+    });
+
+    it("preview --diff shows, per host, a line diff of each changed file with secrets masked", () => {
+        const copy = projectCopy();
+        const partial = path.join(copy, "files/shared/exim4/main-common.ejs");
+        fs.writeFileSync(partial, fs.readFileSync(partial, "utf8").replace("smtp_receive_timeout = 1m", "smtp_receive_timeout = 2m"));
+        const r = pulumi(["preview", "--stack", "lab", "--diff"], { cwd: copy });
+        fs.rmSync(copy, { recursive: true, force: true });
+        expect(r.code).toBe(0);
+        for (const host of ["mchenry", "sanger", "lily", "otrs", "streber"]) expect(r.out).toContain(`mailinfra:host:File::${host}/etc/exim4/exim4.conf]`);
+        expect(r.out).toMatch(/- smtp_receive_timeout = 1m\n\s+\+ smtp_receive_timeout = 2m/);
+        expect(r.out).toContain("connection: [secret]");
+        expect(r.out).not.toContain(smokePassword());
+    });
+
+    it("keeps secrets out of the state file and the engine output in plaintext", () => {
+        const state = fs.readFileSync(path.join(REPO, ".pulumi-state/.pulumi/stacks/mailinfra/lab.json"), "utf8");
+        expect(state).not.toContain(smokePassword());
+        expect(state).not.toContain("BEGIN OPENSSH PRIVATE KEY");
+        expect(upOutput).not.toContain(smokePassword());
     });
 
     it("a broken template fails pulumi up with Exim's message while the old config keeps serving", async () => {

@@ -51,8 +51,8 @@ export function projectCopy(): string {
 export function freshLab(hosts: string[]): void {
     for (const h of hosts) must(run(path.join(REPO, "lab", "lab.sh"), ["reset", h]), `lab reset ${h}`);
     must(run(path.join(REPO, "lab", "lab.sh"), ["up", ...hosts]), "lab up");
-    pulumi(["stack", "rm", "lab", "--force", "--preserve-config", "--yes"]);
-    must(pulumi(["stack", "select", "--create", "lab"]), "stack select lab");
+    pulumi(["stack", "rm", "--stack", "lab", "--force", "--preserve-config", "--yes"]);
+    must(pulumi(["stack", "select", "--create", "--stack", "lab"]), "stack select lab");
 }
 
 export function must(r: Run, what: string): Run {
