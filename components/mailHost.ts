@@ -59,23 +59,24 @@ export class MailHost extends pulumi.ComponentResource {
                     child(accounts),
                 ),
         );
-        const mounts = plan.mounts.map(
-            (m) =>
-                new Script(
-                    id(`tmpfs:${m.path}`),
-                    {
-                        connection,
-                        create: [
-                            `install -d ${q(m.path)}`,
-                            `line=${q(`tmpfs ${m.path} tmpfs ${m.options} 0 0`)}`,
-                            `grep -qE '^tmpfs[[:space:]]+${m.path}[[:space:]]' /etc/fstab && sed -i "\\|^tmpfs[[:space:]]\\+${m.path}[[:space:]]|c\\\\$line" /etc/fstab || echo "$line" >> /etc/fstab`,
-                            `mountpoint -q ${q(m.path)} && mount -o remount ${q(m.path)} || mount ${q(m.path)}`,
-                        ].join("\n"),
-                        delete: `umount ${q(m.path)} || true; sed -i '\\|^tmpfs[[:space:]]\\+${m.path}[[:space:]]|d' /etc/fstab`,
-                    },
-                    child(accounts),
-                ),
-        );
+        const mounts = plan.mounts.map((m) => {
+            const fstabMatch = `^tmpfs[[:space:]]+${m.path}[[:space:]]`;
+            return new Script(
+                id(`tmpfs:${m.path}`),
+                {
+                    connection,
+                    create: [
+                        `install -d ${q(m.path)}`,
+                        `line="tmpfs ${m.path} tmpfs size=${m.size},mode=${m.mode},uid=$(id -u ${q(m.owner)}),gid=$(getent group ${q(m.group)} | cut -d: -f3),nodev,nosuid 0 0"`,
+                        `grep -vE ${q(fstabMatch)} /etc/fstab > /etc/fstab.mailinfra || true`,
+                        `echo "$line" >> /etc/fstab.mailinfra && mv /etc/fstab.mailinfra /etc/fstab`,
+                        `if mountpoint -q ${q(m.path)}; then mount -o remount ${q(m.path)}; else mount ${q(m.path)}; fi`,
+                    ].join("\n"),
+                    delete: `umount ${q(m.path)} || true\nsed -i -E ${q(`\|${fstabMatch}|d`)} /etc/fstab`,
+                },
+                child(accounts),
+            );
+        });
         const layout = [...accounts, ...directories, ...mounts];
 
         const cronFiles = plan.cron.map((c) => ({

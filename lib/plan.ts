@@ -40,7 +40,11 @@ export interface DirectorySpec {
 
 export interface TmpfsMountSpec {
     path: string;
-    options: string;
+    /** Owner of the mount's root; resolved to numeric ids on the host for fstab. */
+    owner: string;
+    group: string;
+    mode: string;
+    size: string;
 }
 
 export interface CronSpec {

@@ -8,7 +8,7 @@ export function planSummary(plan: HostPlan): string {
         ...plan.users.map((u) => `user: ${u.name} (system, home ${u.home})`),
         ...plan.groupMemberships.map((m) => `group member: ${m.user} in ${m.group}`),
         ...plan.directories.map((d) => `directory: ${d.path} ${d.owner}:${d.group} ${d.mode}`),
-        ...plan.mounts.map((m) => `tmpfs: ${m.path} (${m.options})`),
+        ...plan.mounts.map((m) => `tmpfs: ${m.path} ${m.owner}:${m.group} ${m.mode} size ${m.size}`),
         ...plan.files.map((f) => `file: ${f.path} ${f.owner}:${f.group} ${f.mode}${f.validate ? ` checked by: ${f.validate}` : ""}${f.notify?.length ? ` → ${f.notify.join(", ")}` : ""}${f.secret ? " [secret]" : ""}`),
         ...plan.cron.map((c) => `cron: /etc/cron.d/${c.name}: ${c.schedule} ${c.user} ${c.command}`),
         ...plan.steps.map((s) => `step: ${s.name} (after ${s.after.join(", ")})${s.secretStdin ? ` reads secret ${s.secretStdin} on stdin` : ""}`),

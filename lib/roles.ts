@@ -82,6 +82,8 @@ export function planRelay(cfg: StackConfig, host: string): HostPlan {
     const data = templateData(cfg, host);
     return mergePlans(emptyPlan(host, "relay"), basePart(cfg, host), eximPart("relay/etc/exim4/exim4.conf.ejs", data), {
         directories: [{ path: "/etc/exim4/aliases", mode: "0755", owner: "root", group: "root" }],
+        // content scanning writes temporary mbox files here (seed: tmpfs for speed)
+        mounts: [{ path: "/var/spool/exim4/scan", owner: "Debian-exim", group: "Debian-exim", mode: "0750", size: "256m" }],
         files: aliasFiles(cfg),
     });
 }

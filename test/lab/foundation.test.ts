@@ -28,6 +28,12 @@ describe("lab foundation", () => {
         expect(ssh(STORE, "systemctl is-active dovecot").out.trim()).toBe("active");
     });
 
+    it("mounts the relay's scan directory as tmpfs, owned by Debian-exim, and records it in fstab", () => {
+        expect(ssh(RELAY, "findmnt -n -o FSTYPE,OPTIONS /var/spool/exim4/scan").out).toMatch(/^tmpfs .*mode=750/);
+        expect(ssh(RELAY, "stat -c %U /var/spool/exim4/scan").out.trim()).toBe("Debian-exim");
+        expect(ssh(RELAY, "grep -c ' /var/spool/exim4/scan tmpfs ' /etc/fstab").out.trim()).toBe("1");
+    });
+
     it("delivers a smoke message: SMTP into the relay, read back over IMAPS from the store", async () => {
         const r = await smokeTest({ relayAddress: RELAY, storeAddress: STORE, account: SMOKE_ACCOUNT, password: smokePassword(), timeoutMs: 90_000 });
         expect(r.error).toBeUndefined();
