@@ -180,6 +180,8 @@ export function planDnsRecords(cfg: StackConfig, opts: DnsPlanOptions = {}): Dns
     if (!relay) throw new Error(`dns: no host has role "relay"; the mail domains have no primary MX`);
     const lists = hostsWithRole(cfg, "lists")[0];
     const mx = [{ priority: MX_PRIMARY, host: relay[0] }, ...(lists ? [{ priority: MX_SECONDARY, host: lists[0] }] : [])];
+    for (const m of opts.spfExtra ?? [])
+        if (!/^[\x21-\x7e]+$/.test(m)) throw new Error(`dns: spfExtra ${JSON.stringify(m)} is not one SPF term (printable, no spaces)`);
     const senders = [...new Set([relay[1].address, ...(lists ? [lists[1].address] : [])])];
     const spf = ["v=spf1", "mx", ...senders.map((a) => `ip4:${a}`), ...(opts.spfExtra ?? []), "-all"].join(" ");
 
