@@ -1,15 +1,17 @@
 // One host of the fleet: turns a pure HostPlan into provider resources in a safe order
 // (packages → users/groups → directories/mounts → files (checked) → steps → services).
 import * as pulumi from "@pulumi/pulumi";
-import { HostPlan } from "../lib/plan";
+import { HostPlan, SecretName } from "../lib/plan";
 import { sha256 } from "../lib/hash";
 import { ConnectionArgs, Packages, RemoteFile, Script } from "./remote";
 
 export interface MailHostArgs {
     plan: HostPlan;
     connection: pulumi.Input<ConnectionArgs>;
-    /** Secrets the plan's steps may read on stdin. */
-    secrets: { smokePassword?: pulumi.Input<string> };
+    /** Named stack secrets the plan's files and steps may use. */
+    secrets: Partial<Record<SecretName, pulumi.Input<string>>>;
+    /** Resources of other hosts that steps marked after "peers" wait for. */
+    peers?: pulumi.Resource[];
 }
 
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -17,10 +19,12 @@ const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 export class MailHost extends pulumi.ComponentResource {
     public readonly files: Record<string, RemoteFile> = {};
     public readonly ready: pulumi.Resource[];
+    public readonly role: string;
 
     constructor(name: string, args: MailHostArgs, opts?: pulumi.ComponentResourceOptions) {
         super("mailinfra:fleet:MailHost", name, { role: args.plan.role }, opts);
         const { plan, connection } = args;
+        this.role = plan.role;
         const child = (deps: pulumi.Resource[] = []): pulumi.CustomResourceOptions => ({ parent: this, dependsOn: deps });
         const id = (suffix: string) => `${name}${suffix.startsWith("/") ? "" : ":"}${suffix}`;
 
@@ -32,7 +36,7 @@ export class MailHost extends pulumi.ComponentResource {
                     id(`user:${u.name}`),
                     {
                         connection,
-                        create: `id -u ${q(u.name)} >/dev/null 2>&1 || adduser --quiet --system --home ${q(u.home)} --no-create-home --group --disabled-password --disabled-login ${q(u.name)}`,
+                        create: `id -u ${q(u.name)} >/dev/null 2>&1 || adduser --quiet --system --home ${q(u.home)} ${u.createHome ? "" : "--no-create-home"} ${u.group ? `--ingroup ${q(u.group)}` : "--group"} --shell ${u.createHome ? "/bin/sh" : "/usr/sbin/nologin"} --disabled-password ${q(u.name)}`,
                     },
                     child([packages]),
                 ),
@@ -91,26 +95,39 @@ export class MailHost extends pulumi.ComponentResource {
             keepOnDelete: false,
         }));
         for (const f of [...plan.files, ...cronFiles]) {
+            const fromSecrets = (f as { fromSecrets?: (typeof plan.files)[number]["fromSecrets"] }).fromSecrets;
+            let content: pulumi.Input<string> = f.secret ? pulumi.secret(f.content) : f.content;
+            if (fromSecrets) {
+                const missing = fromSecrets.names.filter((n) => args.secrets[n] === undefined);
+                if (missing.length) throw new Error(`${name}: ${f.path} needs the secret(s) ${missing.map((m) => `mailinfra:${m}`).join(", ")}`);
+                const inputs = Object.fromEntries(fromSecrets.names.map((n) => [n, args.secrets[n]!]));
+                content = pulumi.secret(pulumi.all(inputs).apply((v) => fromSecrets.render(v as Record<string, string>)));
+            }
+            const required = ((f as { requires?: string[] }).requires ?? []).map((r) => {
+                const dep = this.files[r];
+                if (!dep) throw new Error(`${name}: ${f.path} requires ${r}, which must be planned before it`);
+                return dep;
+            });
             this.files[f.path] = new RemoteFile(
                 id(f.path),
                 {
                     connection,
                     path: f.path,
-                    content: f.secret ? pulumi.secret(f.content) : f.content,
+                    content,
                     mode: f.mode,
                     owner: f.owner,
                     group: f.group,
                     validate: f.validate,
                     keepOnDelete: f.keepOnDelete,
                 },
-                child(layout),
+                child([...layout, ...required]),
             );
         }
         const files = Object.values(this.files);
 
         const steps: pulumi.Resource[] = [];
         for (const s of plan.steps) {
-            const deps = s.after.includes("files") ? [...layout, ...files] : layout;
+            const deps = [...(s.after.includes("files") ? [...layout, ...files, ...steps] : layout), ...(s.after.includes("peers") ? args.peers ?? [] : [])];
             const stdin = s.secretStdin ? args.secrets[s.secretStdin] : undefined;
             if (s.secretStdin && stdin === undefined) throw new Error(`${name}: step ${s.name} needs secret ${s.secretStdin}`);
             steps.push(new Script(id(`step:${s.name}`), { connection, create: s.script, stdin: stdin && pulumi.secret(stdin) }, child(deps)));
@@ -119,7 +136,7 @@ export class MailHost extends pulumi.ComponentResource {
         // A service is reloaded exactly when one of the files it reads changed (their hashes are its triggers).
         const services = plan.services.map((svc) => {
             const inputs = [...plan.files.filter((f) => f.notify?.includes(svc.name))].map((f) => `${f.path}=${sha256(f.content)}`);
-            const cmd = `systemctl enable --quiet ${q(svc.name)}\nsystemctl ${svc.onChange} ${q(svc.name)}\nsystemctl is-active --quiet ${q(svc.name)}`;
+            const cmd = `systemctl daemon-reload\nsystemctl enable --quiet ${q(svc.name)}\nsystemctl ${svc.onChange} ${q(svc.name)}\nsystemctl is-active --quiet ${q(svc.name)}`;
             return new Script(id(`service:${svc.name}`), { connection, create: cmd, triggers: inputs }, child([...layout, ...files, ...steps]));
         });
 

@@ -38,6 +38,8 @@ export interface MailConfig {
     aliases: Record<string, Record<string, string[]>>;
     /** Address that receives postmaster mail for every local domain. */
     postmaster: string;
+    /** Public half of the key the IMAP store pushes its account DB to the relays with (private half: secret userdbSyncKey). */
+    userdbSyncPublicKey: string;
 }
 
 export interface SmokeConfig {
@@ -46,7 +48,27 @@ export interface SmokeConfig {
     account: string;
 }
 
+export interface RelayConfig {
+    /** Second address of the relay for wiki bulk mail: accepted only from own networks, sent from it. */
+    wikiInterface?: string;
+    wikiHelo?: string;
+    /** Envelope sender forced on wiki mail (bounces go there). */
+    wikiSender?: string;
+    /** Internal host domain whose senders are rewritten (seed: *.pmtpa.wmnet). */
+    internalSenderDomain?: string;
+    internalSenderRewrite?: string;
+    ldap?: { servers: string[]; peopleDn: string; bindDn: string; domains: string[]; googleSmarthost: string };
+    otrs?: { servers: string[]; database: string; user: string; domains: string[] };
+    /** Mailman list names still addressed on legacy domains, rewritten to the lists domain. */
+    legacyMailingLists: string[];
+    listsDomain?: string;
+    spam: { maxScanSizeKb: number; headerScore: number; rejectScore: number; spamdChildren: number };
+    /** Upstream resolvers for the relay's own caching resolver; empty = full recursion. */
+    resolverForwarders: string[];
+}
+
 export interface StackConfig {
+    relay: RelayConfig;
     ssh: SshConfig;
     hosts: Record<string, HostConfig>;
     mail: MailConfig;
@@ -99,7 +121,7 @@ export const stackConfigSchema = {
         mail: {
             type: "object",
             additionalProperties: false,
-            required: ["hostDomain", "ownNetworks", "localDomains", "postmaster"],
+            required: ["hostDomain", "ownNetworks", "localDomains", "postmaster", "userdbSyncPublicKey"],
             properties: {
                 hostDomain: domain,
                 ownNetworks: { type: "array", items: cidr, minItems: 1 },
@@ -118,6 +140,56 @@ export const stackConfigSchema = {
                     },
                 },
                 postmaster: mailbox,
+                userdbSyncPublicKey: { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+=* ?[^\\n]*$" },
+            },
+        },
+        relay: {
+            type: "object",
+            additionalProperties: false,
+            default: {},
+            properties: {
+                wikiInterface: { type: "string", format: "ipv4" },
+                wikiHelo: domain,
+                wikiSender: mailbox,
+                internalSenderDomain: domain,
+                internalSenderRewrite: mailbox,
+                ldap: {
+                    type: "object",
+                    additionalProperties: false,
+                    required: ["servers", "peopleDn", "bindDn", "domains", "googleSmarthost"],
+                    properties: {
+                        servers: { type: "array", items: { type: "string", format: "ipv4" }, minItems: 1 },
+                        peopleDn: { type: "string", pattern: "^([a-z]+=[A-Za-z0-9-]+,)*[a-z]+=[A-Za-z0-9-]+$" },
+                        bindDn: { type: "string", pattern: "^([a-z]+=[A-Za-z0-9-]+,)*[a-z]+=[A-Za-z0-9-]+$" },
+                        domains: { ...domainList, minItems: 1 },
+                        googleSmarthost: domain,
+                    },
+                },
+                otrs: {
+                    type: "object",
+                    additionalProperties: false,
+                    required: ["servers", "database", "user", "domains"],
+                    properties: {
+                        servers: { type: "array", items: { type: "string", format: "ipv4" }, minItems: 1 },
+                        database: { type: "string", pattern: "^[A-Za-z0-9_]+$" },
+                        user: { type: "string", pattern: "^[A-Za-z0-9_]+$" },
+                        domains: { ...domainList, minItems: 1 },
+                    },
+                },
+                legacyMailingLists: { type: "array", items: { type: "string", pattern: "^[a-z0-9][a-z0-9._-]*$" }, uniqueItems: true, default: [] },
+                listsDomain: domain,
+                spam: {
+                    type: "object",
+                    additionalProperties: false,
+                    default: {},
+                    properties: {
+                        maxScanSizeKb: { type: "integer", minimum: 1, default: 400 },
+                        headerScore: { type: "number", default: 1 },
+                        rejectScore: { type: "number", default: 12 },
+                        spamdChildren: { type: "integer", minimum: 1, maximum: 50, default: 5 },
+                    },
+                },
+                resolverForwarders: { type: "array", items: { type: "string", format: "ipv4" }, default: [] },
             },
         },
         smoke: {
@@ -195,6 +267,18 @@ function semanticProblems(cfg: StackConfig): string[] {
     }
     for (const role of ["relay", "imap"] as Role[])
         if (!byRole.has(role)) problems.push(`mailinfra:hosts: no host has role "${role}" (exactly one is required)`);
+    const r = cfg.relay;
+    if (r.wikiInterface && (!r.wikiHelo || !r.wikiSender))
+        problems.push("mailinfra:relay.wikiInterface: needs relay.wikiHelo and relay.wikiSender too");
+    if (r.wikiInterface && byAddress.has(r.wikiInterface))
+        problems.push(`mailinfra:relay.wikiInterface: ${r.wikiInterface} is the address of host ${byAddress.get(r.wikiInterface)}`);
+    if (!!r.internalSenderDomain !== !!r.internalSenderRewrite)
+        problems.push("mailinfra:relay.internalSenderDomain: needs relay.internalSenderRewrite (and the other way round)");
+    if (r.legacyMailingLists.length && !r.listsDomain) problems.push("mailinfra:relay.legacyMailingLists: needs relay.listsDomain");
+    if (r.spam.headerScore >= r.spam.rejectScore) problems.push("mailinfra:relay.spam.headerScore: must be below relay.spam.rejectScore");
+    for (const [key, list] of [["ldap", r.ldap?.domains ?? []], ["otrs", r.otrs?.domains ?? []]] as const)
+        for (const d of list.filter((d) => !cfg.mail.localDomains.includes(d)))
+            problems.push(`mailinfra:relay.${key}.domains: ${d} is not in mail.localDomains`);
     for (const [role, names] of byRole)
         if (names.length > 1) problems.push(`mailinfra:hosts: role "${role}" is given to ${names.join(", ")}; one host per role`);
 

@@ -13,14 +13,24 @@ export interface FileSpec {
     validate?: string;
     /** Content is a secret (key, password): rendered into a Pulumi secret, masked in previews. */
     secret?: boolean;
+    /** Content built from named stack secrets (resolved as a Pulumi secret, never in the pure plan). */
+    fromSecrets?: { names: SecretName[]; render: (secrets: Record<string, string>) => string };
+    /** Other managed files of the same host that must be in place first (e.g. an .include'd file). */
+    requires?: string[];
     /** Services reloaded when this file changes. */
     notify?: string[];
     keepOnDelete?: boolean;
 }
 
+export type SecretName = "smokePassword" | "ldapPassword" | "otrsDbPassword" | "userdbSyncKey";
+
 export interface UserSpec {
     name: string;
     home: string;
+    /** Primary group (default: a group of the user's name). */
+    group?: string;
+    /** Created with a home directory (for users that own ~/.ssh). */
+    createHome?: boolean;
     /** Supplementary groups (e.g. Debian-exim in vmail). */
     groups?: string[];
     system: true;
@@ -66,8 +76,9 @@ export interface StepSpec {
     name: string;
     script: string;
     /** Secret handed to the script on stdin. */
-    secretStdin?: "smokePassword";
-    after: ("packages" | "users" | "directories" | "files")[];
+    secretStdin?: SecretName;
+    /** "peers": the hosts this one talks to (e.g. the relay receiving the account DB) are converged. */
+    after: ("packages" | "users" | "directories" | "files" | "peers")[];
 }
 
 export interface HostPlan {

@@ -4,7 +4,7 @@ import * as crypto from "crypto";
 import * as provider from "@pulumi/pulumi/provider";
 import { isDeepStrictEqual } from "util";
 import { closeAllSessions } from "./ssh";
-import { kinds, ResourceKind, unwrapSecrets } from "./resources";
+import { isSecret, kinds, ResourceKind, unwrapSecrets } from "./resources";
 
 export const PROVIDER_VERSION = "0.1.0";
 
@@ -23,6 +23,11 @@ function kindOf(urn: string): ResourceKind {
 function hostIdentity(props: any) {
     const c = unwrapSecrets(props?.connection) ?? {};
     return { host: c.host, port: c.port ?? 22, user: c.user ?? "root" };
+}
+
+/** A hash of secret content would let anyone with the state brute-force a weak secret: drop it. */
+function publicOutputs(inputs: any, outs: Record<string, unknown>): Record<string, unknown> {
+    return isSecret(inputs?.content) ? Object.fromEntries(Object.entries(outs).filter(([k]) => k !== "sha256")) : outs;
 }
 
 const mailinfraProvider: provider.Provider = {
@@ -50,12 +55,12 @@ const mailinfraProvider: provider.Provider = {
 
     async create(urn: string, inputs: any) {
         const outs = await kindOf(urn).create(unwrapSecrets(inputs));
-        return { id: crypto.randomUUID(), outs: { ...inputs, ...outs } };
+        return { id: crypto.randomUUID(), outs: { ...inputs, ...publicOutputs(inputs, outs) } };
     },
 
     async update(_id: string, urn: string, olds: any, news: any) {
         const outs = await kindOf(urn).update(unwrapSecrets(olds), unwrapSecrets(news));
-        return { outs: { ...news, ...outs } };
+        return { outs: { ...news, ...publicOutputs(news, outs) } };
     },
 
     async delete(_id: string, urn: string, props: any) {

@@ -1,10 +1,14 @@
 // Resource implementations of the mailinfra provider. Every operation is one SSH exec;
 // check/diff never touch a host, so a no-op `pulumi up` costs no SSH round trip.
-import * as crypto from "crypto";
+import { sha256 } from "../lib/hash";
 import { Connection, runChecked, sessionFor } from "./ssh";
 
 const SECRET_SIG = "4dabf18193072939515e22adb298388d";
 const SECRET_VAL = "1b47061264138c4ac30d75fd1eb44270";
+
+export function isSecret(v: any): boolean {
+    return !!v && typeof v === "object" && v[SECRET_SIG] === SECRET_VAL;
+}
 
 /** Removes Pulumi's secret envelopes (the provider accepts secrets and must see plain values). */
 export function unwrapSecrets(v: any): any {
@@ -21,9 +25,6 @@ export function shq(s: string): string {
     return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-export function sha256(s: string): string {
-    return crypto.createHash("sha256").update(s, "utf8").digest("hex");
-}
 
 export interface CheckFailure {
     property: string;

@@ -41,11 +41,13 @@ async function runProgram(config: Record<string, unknown>, secrets: Record<strin
     }
 }
 
+const SECRETS = { smokePassword: "pw", ldapPassword: "ldap-pass-123", otrsDbPassword: "otrs-pass-123", userdbSyncKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----" };
+
 const isSecret = (v: unknown) => !!v && typeof v === "object" && (v as any)[SECRET_SIG] === pulumi.runtime.specialSecretSig;
 
 describe("program under mocks (lab stack)", () => {
     it("registers every host's files with on-host checks and secrets kept secret", async () => {
-        const { resources, error } = await runProgram(stackConfig("lab"), { smokePassword: "pw-for-test" });
+        const { resources, error } = await runProgram(stackConfig("lab"), { ...SECRETS, smokePassword: "pw-for-test" });
         expect(error).toBeUndefined();
         const files = resources.filter((r) => r.type === "mailinfra:host:File");
         const eximConfs = files.filter((f) => f.inputs.path === "/etc/exim4/exim4.conf");
@@ -64,7 +66,7 @@ describe("program under mocks (lab stack)", () => {
     });
 
     it("reloads a service only through the hashes of the files it reads", async () => {
-        const { resources } = await runProgram(stackConfig("lab"), { smokePassword: "pw" });
+        const { resources } = await runProgram(stackConfig("lab"), SECRETS);
         const svc = resources.find((r) => r.name === "sanger:service:dovecot");
         expect(svc?.inputs.triggers).toHaveLength(2);
         expect(svc?.inputs.triggers[0]).toMatch(/^\/etc\/dovecot\/dovecot.conf=[0-9a-f]{64}$/);
@@ -73,7 +75,7 @@ describe("program under mocks (lab stack)", () => {
     it("fails before registering anything when the config is invalid", async () => {
         const bad = structuredClone(stackConfig("lab")) as any;
         bad.hosts.sanger.role = "imapd";
-        const { resources, error } = await runProgram(bad, { smokePassword: "pw" });
+        const { resources, error } = await runProgram(bad, SECRETS);
         expect(error?.message).toContain('mailinfra:hosts.sanger.role: must be one of relay, imap, lists, otrs, rt (got "imapd")');
         expect(resources).toHaveLength(0);
     });

@@ -1,0 +1,76 @@
+// Services the MX hosts run next to Exim: spamd (SpamAssassin 4) and a local caching resolver.
+import { StackConfig } from "../config";
+import { HostPlan, render } from "../plan";
+
+/** SpamAssassin's local.cf is linted together with the rest of /etc/spamassassin before it goes live. */
+const SA_LINT = `d=$(mktemp -d); trap 'rm -rf "$d"' EXIT; cp -a /etc/spamassassin/. "$d"/; cp "$NEW" "$d/local.cf"; spamassassin --lint --siteconfigpath="$d"`;
+
+export function spamassassinPart(cfg: StackConfig): Partial<HostPlan> {
+    const data = { ownNetworks: cfg.mail.ownNetworks, children: cfg.relay.spam.spamdChildren, headerScore: cfg.relay.spam.headerScore };
+    return {
+        packages: ["spamassassin", "spamd"],
+        // Bayes DB where spamd (ProtectSystem=full on bookworm) can write
+        directories: [{ path: "/var/lib/spamassassin/bayes", mode: "0750", owner: "debian-spamd", group: "debian-spamd" }],
+        files: [
+            {
+                path: "/etc/spamassassin/local.cf",
+                content: render("relay/etc/spamassassin/local.cf.ejs", data),
+                mode: "0644",
+                owner: "root",
+                group: "root",
+                validate: SA_LINT,
+                notify: ["spamd"],
+            },
+            {
+                path: "/etc/default/spamd",
+                content: render("relay/etc/default/spamd.ejs", data),
+                mode: "0644",
+                owner: "root",
+                group: "root",
+                notify: ["spamd"],
+            },
+            {
+                // NICE= in the defaults file is ignored under systemd
+                path: "/etc/systemd/system/spamd.service.d/mailinfra.conf",
+                content: "# rendered by mailinfra\n[Service]\nNice=10\n",
+                mode: "0644",
+                owner: "root",
+                group: "root",
+                notify: ["spamd"],
+            },
+        ],
+        services: [
+            { name: "spamd", onChange: "restart" },
+            // rule updates and compilation: Debian's daily timer (the seed's SARE channel is gone)
+            { name: "spamassassin-maintenance.timer", onChange: "restart" },
+        ],
+    };
+}
+
+export function resolverPart(cfg: StackConfig): Partial<HostPlan> {
+    const forwarders = cfg.relay.resolverForwarders;
+    return {
+        packages: ["unbound"],
+        files: [
+            {
+                path: "/etc/unbound/unbound.conf.d/mailinfra.conf",
+                content: render("relay/etc/unbound/unbound.conf.d/mailinfra.conf.ejs", { forwarders }),
+                mode: "0644",
+                owner: "root",
+                group: "root",
+                validate: `unbound-checkconf "$NEW"`,
+                notify: ["unbound"],
+            },
+            {
+                path: "/etc/resolv.conf",
+                content: "# rendered by mailinfra: the relay's own caching resolver\nnameserver 127.0.0.1\noptions edns0 trust-ad\n",
+                mode: "0644",
+                owner: "root",
+                group: "root",
+                requires: ["/etc/unbound/unbound.conf.d/mailinfra.conf"],
+                keepOnDelete: true,
+            },
+        ],
+        services: [{ name: "unbound", onChange: "restart" }],
+    };
+}

@@ -1,0 +1,33 @@
+// Per-role planners: stack config → HostPlan. Each host is composed from parts (base, Exim core +
+// role routers, Dovecot, account DB) so a role cannot pick an invalid mix of them.
+import { StackConfig } from "../config";
+import { emptyPlan, HostPlan, mergePlans } from "../plan";
+import { basePart, eximPart, templateData } from "../parts/common";
+import { planImap } from "./imap";
+import { planRelay } from "./relay";
+
+export { planImap } from "./imap";
+export { aliasFiles, planRelay } from "./relay";
+
+/** Lists, OTRS and RT hosts until their role issues land: a satellite Exim sending via the relay. */
+export function planSatellite(cfg: StackConfig, host: string): HostPlan {
+    const data = templateData(cfg, host);
+    return mergePlans(emptyPlan(host, cfg.hosts[host].role), basePart(cfg, host), eximPart("satellite/etc/exim4/exim4.conf.ejs", data));
+}
+
+export function planHost(cfg: StackConfig, host: string): HostPlan {
+    switch (cfg.hosts[host].role) {
+        case "relay":
+            return planRelay(cfg, host);
+        case "imap":
+            return planImap(cfg, host);
+        default:
+            return planSatellite(cfg, host);
+    }
+}
+
+export function planFleet(cfg: StackConfig): HostPlan[] {
+    return Object.keys(cfg.hosts)
+        .sort()
+        .map((h) => planHost(cfg, h));
+}

@@ -1,0 +1,1 @@
+/usr/local/sbin/mailinfra-push-userdb
