@@ -2,11 +2,16 @@
 import * as pulumi from "@pulumi/pulumi";
 import { ConfigError, parseStackConfig, StackConfig } from "../lib/config";
 import { planFleet } from "../lib/roles";
+import * as path from "path";
+import { planDnsRecords } from "../lib/dns";
+import { sha256 } from "../lib/hash";
+import { deployDns } from "./dns";
 import { MailHost } from "./mailHost";
+import { RemoteFile, Script } from "./remote";
 import { SecretName } from "../lib/plan";
 
-const CONFIG_OBJECTS = ["ssh", "hosts", "mail", "relay", "smoke"];
-const CONFIG_SECRETS = ["sshPrivateKey", "smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey"];
+const CONFIG_OBJECTS = ["ssh", "hosts", "mail", "relay", "dns", "smoke"];
+const CONFIG_SECRETS = ["sshPrivateKey", "smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey", "cloudflareApiToken"];
 
 /** Reads every mailinfra:* key; any problem stops the program before a resource is registered. */
 export function readStackConfig(config = new pulumi.Config("mailinfra")): StackConfig {
@@ -56,4 +61,28 @@ export function deployFleet(cfg: StackConfig, config = new pulumi.Config("mailin
         });
     }
     return hosts;
+}
+
+/** The lab DNS (unbound on the lab bridge) reads every *.conf of this directory. */
+export const LAB_DNS_FILE = `${process.env.LAB_RUN ?? "/var/tmp/mailinfra-lab"}/dns/50-program.conf`;
+
+/** Publishes the records computed from stack config through the configured backend. */
+export function publishDns(cfg: StackConfig, config = new pulumi.Config("mailinfra")) {
+    if (cfg.dns.backend === "none") return undefined;
+    const records = planDnsRecords(cfg, {
+        listsDomain: cfg.relay.listsDomain,
+        dmarcPolicy: cfg.dns.dmarcPolicy,
+        spfExtra: cfg.relay.wikiInterface ? [`ip4:${cfg.relay.wikiInterface}`] : [],
+    });
+    if (cfg.dns.backend === "cloudflare")
+        return deployDns(records, { kind: "cloudflare", zoneIds: cfg.dns.zoneIds, apiToken: config.requireSecret("cloudflareApiToken") });
+    const lab = deployDns(records, { kind: "lab" });
+    const local = { host: "local" };
+    const file = new RemoteFile("lab-dns:records", { connection: local, path: LAB_DNS_FILE, content: lab.unbound, mode: "0644", owner: "root", group: "root" });
+    new Script(
+        "lab-dns:reload",
+        { connection: local, create: `${path.resolve(__dirname, "..", "lab", "lab.sh")} dns-reload`, triggers: [sha256(lab.unbound)] },
+        { dependsOn: [file] },
+    );
+    return lab;
 }

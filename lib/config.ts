@@ -62,12 +62,23 @@ export interface RelayConfig {
     /** Mailman list names still addressed on legacy domains, rewritten to the lists domain. */
     legacyMailingLists: string[];
     listsDomain?: string;
-    spam: { maxScanSizeKb: number; headerScore: number; rejectScore: number; spamdChildren: number };
+    spam: { maxScanSizeKb: number; headerScore: number; rejectScore: number; spamdChildren: number; customRules?: string };
     /** Upstream resolvers for the relay's own caching resolver; empty = full recursion. */
     resolverForwarders: string[];
+    /** Zones unbound answers empty by default (RFC 6761/5737: test., documentation ranges) that this site really uses. */
+    resolverReservedZonesInUse: string[];
+}
+
+export interface DnsConfig {
+    /** "lab": the lab's unbound (records file + reload on the machine running Pulumi); "cloudflare": DnsRecord resources. */
+    backend: "lab" | "cloudflare" | "none";
+    /** Cloudflare zone ids by zone name (the API token is the secret mailinfra:cloudflareApiToken). */
+    zoneIds: Record<string, string>;
+    dmarcPolicy: "none" | "quarantine" | "reject";
 }
 
 export interface StackConfig {
+    dns: DnsConfig;
     relay: RelayConfig;
     ssh: SshConfig;
     hosts: Record<string, HostConfig>;
@@ -143,6 +154,16 @@ export const stackConfigSchema = {
                 userdbSyncPublicKey: { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+=* ?[^\\n]*$" },
             },
         },
+        dns: {
+            type: "object",
+            additionalProperties: false,
+            default: {},
+            properties: {
+                backend: { enum: ["lab", "cloudflare", "none"], default: "none" },
+                zoneIds: { type: "object", default: {}, propertyNames: domain, additionalProperties: { type: "string", pattern: "^[0-9a-f]{32}$" } },
+                dmarcPolicy: { enum: ["none", "quarantine", "reject"], default: "none" },
+            },
+        },
         relay: {
             type: "object",
             additionalProperties: false,
@@ -187,9 +208,11 @@ export const stackConfigSchema = {
                         headerScore: { type: "number", default: 1 },
                         rejectScore: { type: "number", default: 12 },
                         spamdChildren: { type: "integer", minimum: 1, maximum: 50, default: 5 },
+                        customRules: { type: "string", maxLength: 65536 },
                     },
                 },
                 resolverForwarders: { type: "array", items: { type: "string", format: "ipv4" }, default: [] },
+                resolverReservedZonesInUse: { type: "array", items: { type: "string", pattern: "^([a-z0-9-]+\\.)*[a-z0-9-]+\\.?$" }, uniqueItems: true, default: [] },
             },
         },
         smoke: {

@@ -196,7 +196,9 @@ export function planDnsRecords(cfg: StackConfig, opts: DnsPlanOptions = {}): Dns
 
     const records: Omit<DnsRecordSpec, "zone">[] = [];
     for (const domain of mailDomains(cfg, opts)) {
-        for (const m of mx) records.push({ name: domain, type: "MX", content: fqdnOf(cfg, m.host), priority: m.priority, ttl });
+        // list mail is handled on the lists host: its domain points there (the relay would see itself as MX 10 and loop)
+        const domainMx = lists && opts.listsDomain && domain === normalizeName(opts.listsDomain, "listsDomain") ? [{ priority: MX_PRIMARY, host: lists[0] }] : mx;
+        for (const m of domainMx) records.push({ name: domain, type: "MX", content: fqdnOf(cfg, m.host), priority: m.priority, ttl });
         records.push({ name: domain, type: "TXT", content: spf, ttl });
         records.push({ name: `_dmarc.${domain}`, type: "TXT", content: dmarc, ttl });
         // RFC 7489 §7.1: a report mailbox outside the policy domain's zone must consent to receiving its reports.
@@ -263,7 +265,9 @@ export function unboundLine(r: DnsRecordSpec): string {
  */
 export function renderUnbound(records: DnsRecordSpec[]): string {
     const lines = [...records].sort(compareRecords).map((r) => `  ${unboundLine(r)}`);
-    return [`# Rendered by mailinfra (lib/dns.ts): ${records.length} records. Do not edit.`, "server:", ...lines, ""].join("\n");
+    // our zones are authoritative here (a zone the lab already declares keeps its first declaration)
+    const zones = [...new Set(records.map((r) => r.zone))].sort().map((z) => `  local-zone: "${z}." static`);
+    return [`# Rendered by mailinfra (lib/dns.ts): ${records.length} records. Do not edit.`, "server:", ...zones, ...lines, ""].join("\n");
 }
 
 /**

@@ -6,7 +6,7 @@ import { HostPlan, render } from "../plan";
 const SA_LINT = `d=$(mktemp -d); trap 'rm -rf "$d"' EXIT; cp -a /etc/spamassassin/. "$d"/; cp "$NEW" "$d/local.cf"; spamassassin --lint --siteconfigpath="$d"`;
 
 export function spamassassinPart(cfg: StackConfig): Partial<HostPlan> {
-    const data = { ownNetworks: cfg.mail.ownNetworks, children: cfg.relay.spam.spamdChildren, headerScore: cfg.relay.spam.headerScore };
+    const data = { ownNetworks: cfg.mail.ownNetworks, children: cfg.relay.spam.spamdChildren, customRules: cfg.relay.spam.customRules ?? "" };
     return {
         packages: ["spamassassin", "spamd"],
         // Bayes DB where spamd (ProtectSystem=full on bookworm) can write
@@ -54,7 +54,7 @@ export function resolverPart(cfg: StackConfig): Partial<HostPlan> {
         files: [
             {
                 path: "/etc/unbound/unbound.conf.d/mailinfra.conf",
-                content: render("relay/etc/unbound/unbound.conf.d/mailinfra.conf.ejs", { forwarders }),
+                content: render("relay/etc/unbound/unbound.conf.d/mailinfra.conf.ejs", { forwarders, reservedZones: cfg.relay.resolverReservedZonesInUse }),
                 mode: "0644",
                 owner: "root",
                 group: "root",

@@ -1,6 +1,6 @@
 // Per-role planners: stack config → HostPlan. Each host is composed from parts (base, Exim core +
 // role routers, Dovecot, account DB) so a role cannot pick an invalid mix of them.
-import { StackConfig } from "../config";
+import { hostsWithRole, StackConfig } from "../config";
 import { emptyPlan, HostPlan, mergePlans } from "../plan";
 import { basePart, eximPart, templateData } from "../parts/common";
 import { planImap } from "./imap";
@@ -9,11 +9,17 @@ import { planRelay } from "./relay";
 export { planImap } from "./imap";
 export { aliasFiles, planRelay } from "./relay";
 
-/** Lists, OTRS and RT hosts until their role issues land: a satellite Exim sending via the relay. */
+/** Lists, OTRS and RT hosts until their role issues land: a satellite Exim sending via the relay;
+ *  mail the relay routes to the OTRS/RT host is kept in a local Maildir spool. */
 export function planSatellite(cfg: StackConfig, host: string): HostPlan {
-    const data = templateData(cfg, host);
-    return mergePlans(emptyPlan(host, cfg.hosts[host].role), basePart(cfg, host), eximPart("satellite/etc/exim4/exim4.conf.ejs", data));
+    const role = cfg.hosts[host].role;
+    const domains = role === "rt" ? cfg.mail.rtDomains : role === "otrs" ? cfg.relay.otrs?.domains ?? [] : [];
+    const relays = hostsWithRole(cfg, "relay").map(([, h]) => h.address);
+    const data = { ...templateData(cfg, host), inbound: domains.length ? { domains, relays, maildir: INBOUND_MAILDIR } : undefined };
+    return mergePlans(emptyPlan(host, role), basePart(cfg, host), eximPart("satellite/etc/exim4/exim4.conf.ejs", data));
 }
+
+export const INBOUND_MAILDIR = "/var/spool/mailinfra-inbound/Maildir";
 
 export function planHost(cfg: StackConfig, host: string): HostPlan {
     switch (cfg.hosts[host].role) {

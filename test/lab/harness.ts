@@ -51,6 +51,7 @@ export function projectCopy(): string {
 export function freshLab(hosts: string[]): void {
     for (const h of hosts) must(run(path.join(REPO, "lab", "lab.sh"), ["reset", h]), `lab reset ${h}`);
     must(run(path.join(REPO, "lab", "lab.sh"), ["up", ...hosts]), "lab up");
+    must(run(path.join(REPO, "scripts", "lab-fixtures.sh"), []), "lab fixtures");
     pulumi(["stack", "rm", "--stack", "lab", "--force", "--preserve-config", "--yes"]);
     must(pulumi(["stack", "select", "--create", "--stack", "lab"]), "stack select lab");
 }
@@ -63,4 +64,36 @@ export function must(r: Run, what: string): Run {
 export function smokePassword(): string {
     const r = must(pulumi(["config", "get", "mailinfra:smokePassword", "--stack", "lab"]), "reading smoke password");
     return r.out.trim();
+}
+
+/** A converged lab for this checkout: reused when a preview shows no changes, otherwise converged from bare hosts. */
+export function convergedLab(hosts: string[]): void {
+    must(run(path.join(REPO, "lab", "lab.sh"), ["up", ...hosts]), "lab up");
+    must(run(path.join(REPO, "scripts", "lab-fixtures.sh"), []), "lab fixtures");
+    const fresh = pulumi(["preview", "--stack", "lab", "--expect-no-changes"]);
+    if (fresh.code === 0) return;
+    freshLab(hosts);
+    must(pulumi(["up", "--stack", "lab", "--yes", "--skip-preview"]), "pulumi up");
+}
+
+export const FLEET = ["mchenry", "sanger", "lily", "otrs", "streber"];
+
+/** `exim -bt` on a host: the routing of one address, as Exim reports it. */
+export function eximRoute(address: string, hostAddress: string): string {
+    return ssh(hostAddress, `exim4 -bt '${address.replace(/'/g, `'\\''`)}' 2>&1`).out;
+}
+
+/** swaks from the lab's "internet" host ext, against a lab host; returns swaks' transcript. */
+export function swaksFromExt(args: string[]): Run {
+    const quoted = args.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
+    return ssh("198.51.100.20", `swaks --timeout 30 --hide-informational ${quoted} 2>&1`);
+}
+
+export function waitFor(predicate: () => boolean, timeoutMs = 60_000, stepMs = 1000): boolean {
+    const end = Date.now() + timeoutMs;
+    while (Date.now() < end) {
+        if (predicate()) return true;
+        spawnSync("sleep", [String(stepMs / 1000)]);
+    }
+    return false;
 }

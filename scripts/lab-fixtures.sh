@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Brings up the lab's external fixtures (directory, ticket DB, internet/Google sink on ext) with the
+# credentials of the lab stack: Pulumi.lab.yaml is the single source of truth for them.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${LAB_CACHE:-/var/cache/mailinfra/lab}/fixtures
+install -d -m 700 "$cache"
+write_secret() {  # $1 stack key, $2 fixture password file
+    local value
+    value=$("$repo/scripts/pulumi" config get "mailinfra:$1" --stack lab)
+    if [ ! -f "$cache/$2" ] || [ "$(cat "$cache/$2")" != "$value" ]; then
+        (umask 077; printf '%s' "$value" > "$cache/$2.tmp" && mv "$cache/$2.tmp" "$cache/$2")
+    fi
+}
+write_secret ldapPassword ldap-eximagent.password
+write_secret otrsDbPassword otrs-exim.password
+exec "$repo/lab/fixtures.sh" up
