@@ -16,7 +16,9 @@ export function planSatellite(cfg: StackConfig, host: string): HostPlan {
     const domains = role === "rt" ? cfg.mail.rtDomains : role === "otrs" ? cfg.relay.otrs?.domains ?? [] : [];
     const relays = hostsWithRole(cfg, "relay").map(([, h]) => h.address);
     const data = { ...templateData(cfg, host), inbound: domains.length ? { domains, relays, maildir: INBOUND_MAILDIR } : undefined };
-    return mergePlans(emptyPlan(host, role), basePart(cfg, host), eximPart("satellite/etc/exim4/exim4.conf.ejs", data));
+    return mergePlans(emptyPlan(host, role), basePart(cfg, host), eximPart("satellite/etc/exim4/exim4.conf.ejs", data), {
+        directories: domains.length ? [{ path: INBOUND_MAILDIR.replace(/\/Maildir$/, ""), mode: "0750", owner: "mail", group: "mail" }] : [],
+    });
 }
 
 export const INBOUND_MAILDIR = "/var/spool/mailinfra-inbound/Maildir";

@@ -12,7 +12,8 @@ export function aliasFiles(cfg: StackConfig): FileSpec[] {
     return Object.entries(cfg.mail.aliases).map(([domain, entries]) => {
         const body = Object.entries(entries)
             .sort(([a], [b]) => (a === "*" ? 1 : b === "*" ? -1 : a.localeCompare(b)))
-            .map(([local, targets]) => `${local}: ${targets.map((t) => (/[\s,]/.test(t) ? `"${t}"` : t)).join(", ")}`)
+            // :fail:/:defer: text runs to the end of the line; a pipe command with spaces needs quotes
+            .map(([local, targets]) => `${local}: ${targets.map((t) => (t.startsWith("|") && /[\s,]/.test(t) ? `"${t}"` : t)).join(", ")}`)
             .join("\n");
         return {
             path: `/etc/exim4/aliases/${domain}`,
