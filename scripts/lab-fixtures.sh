@@ -5,6 +5,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${LAB_CACHE:-/var/cache/mailinfra/lab}/fixtures
 install -d -m 700 "$cache"
+# a fresh checkout has no lab stack in its state backend yet (its config is in Pulumi.lab.yaml)
+"$repo/scripts/pulumi" stack select --create --stack lab >/dev/null
 write_secret() {  # $1 stack key, $2 fixture password file
     local value
     value=$("$repo/scripts/pulumi" config get "mailinfra:$1" --stack lab)
