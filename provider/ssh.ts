@@ -4,6 +4,7 @@ import * as fs from "fs";
 import { NodeSSH } from "node-ssh";
 
 export interface Connection {
+    /** "local" runs on the machine running Pulumi (the lab's DNS files), not over SSH. */
     host: string;
     port?: number;
     user?: string;
@@ -94,9 +95,35 @@ class HostSession {
     }
 }
 
-const sessions = new Map<string, HostSession>();
+/** The machine running Pulumi itself: same interface, no SSH. */
+class LocalSession {
+    public commands = 0;
+    async run(script: string, stdin?: string): Promise<ExecResult> {
+        this.commands++;
+        const { spawn } = await import("child_process");
+        return new Promise((resolve, reject) => {
+            const args = stdin === undefined ? ["-euo", "pipefail", "-s"] : ["-euo", "pipefail", "-c", script];
+            const child = spawn("timeout", ["--kill-after=30", String(SCRIPT_DEADLINE_S), "bash", ...args], { stdio: ["pipe", "pipe", "pipe"] });
+            let stdout = "";
+            let stderr = "";
+            child.stdout.on("data", (d) => (stdout += d));
+            child.stderr.on("data", (d) => (stderr += d));
+            child.on("error", reject);
+            child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+            child.stdin.end(stdin === undefined ? script : stdin);
+        });
+    }
+    dispose(): void {}
+}
 
-export function sessionFor(conn: Connection): HostSession {
+const sessions = new Map<string, HostSession | LocalSession>();
+
+export function sessionFor(conn: Connection): HostSession | LocalSession {
+    if (conn.host === "local") {
+        let l = sessions.get("local");
+        if (!l) sessions.set("local", (l = new LocalSession()));
+        return l;
+    }
     const key = `${conn.user ?? "root"}@${conn.host}:${conn.port ?? 22}`;
     let s = sessions.get(key);
     if (!s) {
