@@ -2,7 +2,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { ConfigError, parseStackConfig, StackConfig } from "../lib/config";
 import { planFleet } from "../lib/roles";
-import * as path from "path";
 import { planDnsRecords } from "../lib/dns";
 import { sha256 } from "../lib/hash";
 import { deployDns } from "./dns";
@@ -64,7 +63,10 @@ export function deployFleet(cfg: StackConfig, config = new pulumi.Config("mailin
 }
 
 /** The lab DNS (unbound on the lab bridge) reads every *.conf of this directory. */
-export const LAB_DNS_FILE = `${process.env.LAB_RUN ?? "/var/tmp/mailinfra-lab"}/dns/50-program.conf`;
+const LAB_RUN = process.env.LAB_RUN ?? "/var/tmp/mailinfra-lab";
+export const LAB_DNS_FILE = `${LAB_RUN}/dns/50-program.conf`;
+/** Installed by scripts/lab-fixtures.sh; a fixed path keeps the program independent of the checkout's location. */
+export const LAB_DNS_RELOAD = `${LAB_RUN}/dns-reload`;
 
 /** Publishes the records computed from stack config through the configured backend. */
 export function publishDns(cfg: StackConfig, config = new pulumi.Config("mailinfra")) {
@@ -81,7 +83,7 @@ export function publishDns(cfg: StackConfig, config = new pulumi.Config("mailinf
     const file = new RemoteFile("lab-dns:records", { connection: local, path: LAB_DNS_FILE, content: lab.unbound, mode: "0644", owner: "root", group: "root" });
     new Script(
         "lab-dns:reload",
-        { connection: local, create: `${path.resolve(__dirname, "..", "lab", "lab.sh")} dns-reload`, triggers: [sha256(lab.unbound)] },
+        { connection: local, create: LAB_DNS_RELOAD, triggers: [sha256(lab.unbound)] },
         { dependsOn: [file] },
     );
     return lab;

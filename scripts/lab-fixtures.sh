@@ -14,6 +14,11 @@ write_secret() {  # $1 stack key, $2 fixture password file
         (umask 077; printf '%s' "$value" > "$cache/$2.tmp" && mv "$cache/$2.tmp" "$cache/$2")
     fi
 }
+# the program reloads the lab DNS through this fixed path, whichever checkout it runs from
+run_dir=${LAB_RUN:-/var/tmp/mailinfra-lab}
+install -d "$run_dir"
+printf '#!/bin/sh\nexec %q dns-reload "$@"\n' "$repo/lab/lab.sh" > "$run_dir/dns-reload.tmp"
+chmod 755 "$run_dir/dns-reload.tmp" && mv "$run_dir/dns-reload.tmp" "$run_dir/dns-reload"
 write_secret ldapPassword ldap-eximagent.password
 write_secret otrsDbPassword otrs-exim.password
 exec "$repo/lab/fixtures.sh" up

@@ -1,6 +1,7 @@
 // Foundation, proven on real lab hosts with the real engine: bare Debian 12 → converged fleet that
 // delivers mail; idempotent; a broken template fails `pulumi up` while the old config keeps serving.
 import * as fs from "fs";
+import * as yaml from "js-yaml";
 import * as path from "path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { smokeTest } from "../../lib/smoke";
@@ -92,7 +93,13 @@ describe("lab foundation", () => {
     it("bad stack config stops the real engine before any resource, naming the key", () => {
         const copy = projectCopy();
         const stackFile = path.join(copy, "Pulumi.lab.yaml");
-        fs.writeFileSync(stackFile, fs.readFileSync(stackFile, "utf8").replace("role: imap }", "role: imapd }").replace("hostDomain: lab.test", "hostDomian: lab.test"));
+        // edited structurally: the CLI rewrites the YAML's layout on every `config set`
+        const doc = yaml.load(fs.readFileSync(stackFile, "utf8")) as { config: Record<string, any> };
+        doc.config["mailinfra:hosts"].sanger.role = "imapd";
+        const mail = doc.config["mailinfra:mail"];
+        mail.hostDomian = mail.hostDomain;
+        delete mail.hostDomain;
+        fs.writeFileSync(stackFile, yaml.dump(doc));
         const r = pulumi(["preview", "--stack", "lab"], { cwd: copy });
         fs.rmSync(copy, { recursive: true, force: true });
         expect(r.code).not.toBe(0);
