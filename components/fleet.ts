@@ -6,6 +6,7 @@ import { planDnsRecords } from "../lib/dns";
 import { sha256 } from "../lib/hash";
 import { deployDns } from "./dns";
 import { MailHost } from "./mailHost";
+import { verifyAfterApply } from "./smoke";
 import { RemoteFile, Script } from "./remote";
 import { SecretName } from "../lib/plan";
 
@@ -59,6 +60,7 @@ export function deployFleet(cfg: StackConfig, config = new pulumi.Config("mailin
             peers: relays.flatMap((r) => r.ready),
         });
     }
+    if (secrets.smokePassword) verifyAfterApply(cfg, hosts, secrets.smokePassword, sshPrivateKey);
     return hosts;
 }
 

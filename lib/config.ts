@@ -44,6 +44,8 @@ export interface MailConfig {
 
 export interface SmokeConfig {
     enabled: boolean;
+    /** How long `pulumi up` waits for the smoke message in the store's INBOX. */
+    timeoutSeconds: number;
     /** Dedicated account on the IMAP store that the smoke test delivers to. */
     account: string;
 }
@@ -221,6 +223,7 @@ export const stackConfigSchema = {
             default: {},
             properties: {
                 enabled: { type: "boolean", default: true },
+                timeoutSeconds: { type: "integer", minimum: 5, maximum: 600, default: 90 },
                 account: { ...mailbox, default: "smoke@invalid.invalid" },
             },
         },

@@ -90,6 +90,29 @@ describe("lab foundation", () => {
         expect(pulumi(["preview", "--stack", "lab", "--expect-no-changes"]).code).toBe(0);
     });
 
+    it("pulumi up fails loudly, saying where the message stopped, when mail does not flow", () => {
+        const copy = projectCopy();
+        const stackFile = path.join(copy, "Pulumi.lab.yaml");
+        const doc = yaml.load(fs.readFileSync(stackFile, "utf8")) as { config: Record<string, any> };
+        doc.config["mailinfra:smoke"].timeoutSeconds = 15;
+        fs.writeFileSync(stackFile, yaml.dump(doc));
+        ssh(STORE, "systemctl stop exim4");
+        try {
+            const r = pulumi(["up", "--stack", "lab", "--yes", "--skip-preview"], { cwd: copy });
+            expect(r.code).not.toBe(0);
+            expect(r.out).toMatch(/smoke test failed: message mailinfra-smoke-\S+ accepted by the relay .* but not in smoke@wikimedia\.test's INBOX/);
+            expect(r.out).toMatch(/where the message stopped:\n\s+mchenry \(198\.51\.100\.11\): queue \d+ message/);
+            expect(r.out).toMatch(/== smoke@wikimedia\.test R=imap T=remote_smtp defer/);
+        } finally {
+            ssh(STORE, "systemctl start exim4");
+            fs.rmSync(copy, { recursive: true, force: true });
+        }
+        ssh(RELAY, "exim4 -qff");
+        const ok = pulumi(["up", "--stack", "lab", "--yes", "--skip-preview"]);
+        expect(ok.out).toMatch(/smoke test passed/);
+        expect(ok.code).toBe(0);
+    });
+
     it("bad stack config stops the real engine before any resource, naming the key", () => {
         const copy = projectCopy();
         const stackFile = path.join(copy, "Pulumi.lab.yaml");
