@@ -3,7 +3,7 @@
 import * as crypto from "crypto";
 import * as provider from "@pulumi/pulumi/provider";
 import { isDeepStrictEqual } from "util";
-import { closeAllSessions } from "./ssh";
+import { closeAllSessions, writeStats } from "./ssh";
 import { isSecret, kinds, ResourceKind, unwrapSecrets } from "./resources";
 
 export const PROVIDER_VERSION = "0.1.0";
@@ -74,5 +74,8 @@ const mailinfraProvider: provider.Provider = {
     },
 };
 
-process.on("exit", closeAllSessions);
+process.on("exit", () => {
+    writeStats();
+    closeAllSessions();
+});
 provider.main(mailinfraProvider, process.argv.slice(2));

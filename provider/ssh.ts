@@ -133,6 +133,14 @@ export function sessionFor(conn: Connection): HostSession | LocalSession {
     return s;
 }
 
+/** Remote commands run per host in this provider process (benchmarks read MAILINFRA_STATS_FILE). */
+export function writeStats(): void {
+    const file = process.env.MAILINFRA_STATS_FILE;
+    if (!file) return;
+    const counts = Object.fromEntries([...sessions.entries()].map(([k, s]) => [k, s.commands]));
+    fs.appendFileSync(file, JSON.stringify({ pid: process.pid, commands: counts }) + "\n");
+}
+
 export function closeAllSessions(): void {
     for (const s of sessions.values()) s.dispose();
     sessions.clear();
