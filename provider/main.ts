@@ -3,7 +3,7 @@
 import * as crypto from "crypto";
 import * as provider from "@pulumi/pulumi/provider";
 import { isDeepStrictEqual } from "util";
-import { closeAllSessions, writeStats } from "./ssh";
+import { closeAllSessions } from "./ssh";
 import { isSecret, kinds, ResourceKind, unwrapSecrets } from "./resources";
 
 export const PROVIDER_VERSION = "0.1.0";
@@ -74,8 +74,5 @@ const mailinfraProvider: provider.Provider = {
     },
 };
 
-process.on("exit", () => {
-    writeStats();
-    closeAllSessions();
-});
+process.on("exit", closeAllSessions);
 provider.main(mailinfraProvider, process.argv.slice(2));

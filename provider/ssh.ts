@@ -76,6 +76,7 @@ class HostSession {
         await this.acquire();
         try {
             this.commands++;
+            recordCommand(this.conn.host);
             // The script is base64 on the command line only when stdin carries file content;
             // neither ever contains secrets in argv: secrets only travel in `stdin`.
             if (stdin === undefined) {
@@ -100,6 +101,7 @@ class LocalSession {
     public commands = 0;
     async run(script: string, stdin?: string): Promise<ExecResult> {
         this.commands++;
+        recordCommand("local");
         const { spawn } = await import("child_process");
         return new Promise((resolve, reject) => {
             const args = stdin === undefined ? ["-euo", "pipefail", "-s"] : ["-euo", "pipefail", "-c", script];
@@ -133,12 +135,11 @@ export function sessionFor(conn: Connection): HostSession | LocalSession {
     return s;
 }
 
-/** Remote commands run per host in this provider process (benchmarks read MAILINFRA_STATS_FILE). */
-export function writeStats(): void {
+/** Benchmarks count remote commands per host: one line per command in MAILINFRA_STATS_FILE
+ *  (written as they run: the engine stops the provider without a normal exit). */
+function recordCommand(host: string): void {
     const file = process.env.MAILINFRA_STATS_FILE;
-    if (!file) return;
-    const counts = Object.fromEntries([...sessions.entries()].map(([k, s]) => [k, s.commands]));
-    fs.appendFileSync(file, JSON.stringify({ pid: process.pid, commands: counts }) + "\n");
+    if (file) fs.appendFileSync(file, `${host}\n`);
 }
 
 export function closeAllSessions(): void {

@@ -21,8 +21,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 function commandsPerHost(): Record<string, number> {
     const out: Record<string, number> = {};
     if (!fs.existsSync(statsFile)) return out;
-    for (const line of fs.readFileSync(statsFile, "utf8").split("\n").filter(Boolean))
-        for (const [host, n] of Object.entries(JSON.parse(line).commands as Record<string, number>)) out[host] = (out[host] ?? 0) + n;
+    for (const host of fs.readFileSync(statsFile, "utf8").split("\n").filter(Boolean)) out[host] = (out[host] ?? 0) + 1;
     fs.rmSync(statsFile);
     return out;
 }
