@@ -79,7 +79,13 @@ export interface DnsConfig {
     dmarcPolicy: "none" | "quarantine" | "reject";
 }
 
+export interface TlsConfig {
+    /** PEM certificate chain for the mail hosts (public); its key is the secret mailinfra:tlsPrivateKey. Unset: Debian's snakeoil. */
+    certificate?: string;
+}
+
 export interface StackConfig {
+    tls: TlsConfig;
     dns: DnsConfig;
     relay: RelayConfig;
     ssh: SshConfig;
@@ -154,6 +160,14 @@ export const stackConfigSchema = {
                 },
                 postmaster: mailbox,
                 userdbSyncPublicKey: { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+=* ?[^\\n]*$" },
+            },
+        },
+        tls: {
+            type: "object",
+            additionalProperties: false,
+            default: {},
+            properties: {
+                certificate: { type: "string", pattern: "^-----BEGIN CERTIFICATE-----\\n[\\s\\S]+-----END CERTIFICATE-----\\s*$" },
             },
         },
         dns: {

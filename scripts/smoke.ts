@@ -12,7 +12,7 @@ async function main() {
     const json = execFileSync(path.join(repo, "scripts", "pulumi"), ["config", "--stack", stack, "--json", "--show-secrets"], { encoding: "utf8" });
     const raw = JSON.parse(json) as Record<string, { value: string }>;
     const get = (k: string) => raw[`mailinfra:${k}`]?.value;
-    const cfg = parseStackConfig(Object.fromEntries(["ssh", "hosts", "mail", "relay", "smoke"].filter((k) => get(k) !== undefined).map((k) => [k, JSON.parse(get(k)!)])));
+    const cfg = parseStackConfig(Object.fromEntries(["ssh", "hosts", "mail", "relay", "dns", "tls", "smoke"].filter((k) => get(k) !== undefined).map((k) => [k, JSON.parse(get(k)!)])));
     const relay = Object.values(cfg.hosts).find((h) => h.role === "relay")!;
     const store = Object.values(cfg.hosts).find((h) => h.role === "imap")!;
     const r = await smokeTest({ relayAddress: relay.address, storeAddress: store.address, account: cfg.smoke.account, password: get("smokePassword")!, timeoutMs: 90000 });

@@ -3,6 +3,11 @@ import { fqdnOf, hostsWithRole, Role, StackConfig } from "../config";
 import { eximList, HostPlan, render } from "../plan";
 
 export const SNAKEOIL = { certificate: "/etc/ssl/certs/ssl-cert-snakeoil.pem", privateKey: "/etc/ssl/private/ssl-cert-snakeoil.key" };
+export const MANAGED_TLS = { certificate: "/etc/ssl/certs/mailinfra.pem", privateKey: "/etc/ssl/private/mailinfra.key" };
+
+export function tlsPaths(cfg: StackConfig) {
+    return cfg.tls.certificate ? MANAGED_TLS : SNAKEOIL;
+}
 
 export const EXIM_VALIDATE = `exim4 -bV -C "$NEW" >/dev/null`;
 
@@ -17,7 +22,7 @@ export function templateData(cfg: StackConfig, host: string) {
         role: cfg.hosts[host].role,
         ownNetworksList: eximList(cfg.mail.ownNetworks),
         list: eximList,
-        tls: SNAKEOIL,
+        tls: tlsPaths(cfg),
         localDomains: cfg.mail.localDomains,
         relayDomains: cfg.mail.relayDomains,
         rtDomains: cfg.mail.rtDomains,
@@ -28,12 +33,30 @@ export function templateData(cfg: StackConfig, host: string) {
     };
 }
 
-/** Every host: identity files and the packages every role needs. */
+/** Every host: identity files, the packages every role needs, and the managed TLS certificate. */
 export function basePart(cfg: StackConfig, host: string): Partial<HostPlan> {
     const fqdn = fqdnOf(cfg, host);
+    const tls = cfg.tls.certificate
+        ? [
+              { path: MANAGED_TLS.certificate, content: cfg.tls.certificate.trim() + "\n", mode: "0644", owner: "root", group: "root", validate: `openssl x509 -noout -in "$NEW"`, notify: ["exim4", "dovecot"] },
+              {
+                  // readable by the ssl-cert group (Debian-exim is in it); checked against the certificate
+                  path: MANAGED_TLS.privateKey,
+                  content: "(rendered from secrets)",
+                  secret: true,
+                  fromSecrets: { names: ["tlsPrivateKey" as const], render: (s: Record<string, string>) => s.tlsPrivateKey.trim() + "\n" },
+                  mode: "0640",
+                  owner: "root",
+                  group: "ssl-cert",
+                  validate: `[ "$(openssl pkey -in "$NEW" -pubout 2>/dev/null)" = "$(openssl x509 -in ${MANAGED_TLS.certificate} -noout -pubkey)" ] || { echo "the TLS private key does not match ${MANAGED_TLS.certificate}"; exit 1; }`,
+                  requires: [MANAGED_TLS.certificate],
+                  notify: ["exim4", "dovecot"],
+              },
+          ]
+        : [];
     return {
-        packages: ["ca-certificates", "ssl-cert", "cron"],
-        files: [{ path: "/etc/mailname", content: `${fqdn}\n`, mode: "0644", owner: "root", group: "root", keepOnDelete: true }],
+        packages: ["ca-certificates", "ssl-cert", "cron", "openssl"],
+        files: [{ path: "/etc/mailname", content: `${fqdn}\n`, mode: "0644", owner: "root", group: "root", keepOnDelete: true }, ...tls],
     };
 }
 

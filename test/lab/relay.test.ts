@@ -203,6 +203,15 @@ describe("relay", () => {
         expect(ssh(RELAY, "systemctl is-enabled spamassassin-maintenance.timer").out.trim()).toBe("enabled");
     });
 
+    it("serves the managed certificate on 465 (TLS on connect) and on IMAPS, and offers STARTTLS on 25", () => {
+        const subject = (target: string) => ssh(EXT, `openssl s_client -connect ${target} </dev/null 2>/dev/null | openssl x509 -noout -subject`).out;
+        expect(subject(`${RELAY}:465`)).toMatch(/CN ?= ?mail\.lab\.test/);
+        expect(subject(`${STORE}:993`)).toMatch(/CN ?= ?mail\.lab\.test/);
+        expect(swaksFromExt(["--server", RELAY, "--quit-after", "EHLO"]).out).toMatch(/250-STARTTLS/);
+        // TLS 1.1 is not offered
+        expect(ssh(EXT, `openssl s_client -connect ${RELAY}:465 -tls1_1 </dev/null 2>&1 | grep -c 'BEGIN CERTIFICATE' || true`).out.trim()).toBe("0");
+    });
+
     it("is idempotent: a second preview reports no changes", () => {
         expect(pulumi(["preview", "--stack", "lab", "--expect-no-changes"]).code).toBe(0);
     });

@@ -41,7 +41,7 @@ async function runProgram(config: Record<string, unknown>, secrets: Record<strin
     }
 }
 
-const SECRETS = { smokePassword: "pw", ldapPassword: "ldap-pass-123", otrsDbPassword: "otrs-pass-123", userdbSyncKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----" };
+const SECRETS = { smokePassword: "pw", ldapPassword: "ldap-pass-123", otrsDbPassword: "otrs-pass-123", tlsPrivateKey: "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----", userdbSyncKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----" };
 
 const isSecret = (v: unknown) => !!v && typeof v === "object" && (v as any)[SECRET_SIG] === pulumi.runtime.specialSecretSig;
 
@@ -56,6 +56,10 @@ describe("program under mocks (lab stack)", () => {
         const dovecot = files.find((f) => f.name === "sanger/etc/dovecot/dovecot.conf");
         expect(dovecot?.inputs.validate).toContain("doveconf -n -c");
 
+        const key = files.find((f) => f.name === "mchenry/etc/ssl/private/mailinfra.key");
+        expect(isSecret(key?.inputs.content)).toBe(true);
+        expect(key?.inputs).toMatchObject({ mode: "0640", owner: "root", group: "ssl-cert" });
+
         const smoke = resources.find((r) => r.name === "sanger:step:smoke-account");
         expect(isSecret(smoke?.inputs.stdin)).toBe(true);
         expect(JSON.stringify(smoke?.inputs.create)).not.toContain("pw-for-test");
@@ -68,8 +72,9 @@ describe("program under mocks (lab stack)", () => {
     it("reloads a service only through the hashes of the files it reads", async () => {
         const { resources } = await runProgram(stackConfig("lab"), SECRETS);
         const svc = resources.find((r) => r.name === "sanger:service:dovecot");
-        expect(svc?.inputs.triggers).toHaveLength(2);
-        expect(svc?.inputs.triggers[0]).toMatch(/^\/etc\/dovecot\/dovecot.conf=[0-9a-f]{64}$/);
+        // its two config files and the managed certificate and key
+        expect(svc?.inputs.triggers.map((t: string) => t.split("=")[0]).sort()).toEqual(["/etc/dovecot/dovecot-sql.conf.ext", "/etc/dovecot/dovecot.conf", "/etc/ssl/certs/mailinfra.pem", "/etc/ssl/private/mailinfra.key"]);
+        for (const t of svc?.inputs.triggers) expect(t).toMatch(/=[0-9a-f]{64}$/);
     });
 
     it("fails before registering anything when the config is invalid", async () => {
