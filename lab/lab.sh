@@ -231,6 +231,8 @@ acng_pid() { pidfile_pid "$ACNG_RUN/pid" apt-cacher-ng "$ACNG_RUN"; }
 start_acng() {
   local m p i
   m=$(mirror)
+  # FreshIndexMaxAge: an index checked upstream less than 10 min ago is served as is. Without it, hosts
+  # refreshing the same InRelease in the same second race on rotating the cached file and one apt-get hangs.
   # Debian ships backends_debian EMPTY, and then every request answers "503 Host not found".
   if [ "$(cat /etc/apt-cacher-ng/backends_debian 2>/dev/null)" != "$m/" ]; then
     echo "$m/" > /etc/apt-cacher-ng/backends_debian
@@ -242,7 +244,7 @@ start_acng() {
   start-stop-daemon --start --quiet --chuid apt-cacher-ng --group apt-cacher-ng --pidfile "$ACNG_RUN/pid" \
     --exec /usr/sbin/apt-cacher-ng -- -c /etc/apt-cacher-ng foreground=0 pidfile="$ACNG_RUN/pid" \
     SocketPath="$ACNG_RUN/socket" CacheDir="$ACNG_CACHE" LogDir="$ACNG_RUN" \
-    BindAddress="$GW" Port="$ACNG_PORT" </dev/null >/dev/null 2>&1 9>&-
+    BindAddress="$GW" Port="$ACNG_PORT" FreshIndexMaxAge=600 </dev/null >/dev/null 2>&1 9>&-
   for ((i = 0; i < 50; i++)); do
     if p=$(acng_pid) && port_open "$GW" "$ACNG_PORT"; then return 0; fi
     sleep 0.1

@@ -141,7 +141,7 @@ export function packagesScript(p: PackagesProps): string {
         `export DEBIAN_FRONTEND=noninteractive`,
         // a mirror or proxy can hang a download forever: bound each try and retry
         `apt_opts="-o Acquire::http::Timeout=30 -o Acquire::Retries=3"`,
-        `refresh() { for try in 1 2 3; do timeout 180 apt-get $apt_opts update -q >/dev/null && return 0; echo "apt-get update try $try failed" >&2; sleep 2; done; return 1; }`,
+        `refresh() { for try in 1 2 3; do timeout 60 apt-get $apt_opts update -q >/dev/null && return 0; echo "apt-get update try $try failed" >&2; sleep 2; done; return 1; }`,
         // refresh indexes when older than 6 h (or never fetched)
         `if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -360 2>/dev/null | head -n1)" ]; then refresh; fi`,
         p.debconf ? `debconf-set-selections <<'MAILINFRA_DEBCONF'\n${p.debconf}\nMAILINFRA_DEBCONF` : ``,
