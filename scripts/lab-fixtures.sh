@@ -21,4 +21,7 @@ printf '#!/bin/sh\nexec %q dns-reload "$@"\n' "$repo/lab/lab.sh" > "$run_dir/dns
 chmod 755 "$run_dir/dns-reload.tmp" && mv "$run_dir/dns-reload.tmp" "$run_dir/dns-reload"
 write_secret ldapPassword ldap-eximagent.password
 write_secret otrsDbPassword otrs-exim.password
-exec "$repo/lab/fixtures.sh" up
+"$repo/lab/fixtures.sh" up
+# Warm the apt proxy's indexes once, serially: lab hosts converging in parallel then get them from the
+# cache (FreshIndexMaxAge) instead of racing to refresh the same InRelease (an apt-cacher-ng bug).
+ssh -F "${LAB_CACHE:-/var/cache/mailinfra/lab}/ssh_config" ext 'timeout 60 apt-get -q update >/dev/null' || echo "warning: apt index warm-up failed" >&2
