@@ -1,7 +1,7 @@
 // One host of the fleet: turns a pure HostPlan into provider resources in a safe order
 // (packages → users/groups → directories/mounts → files (checked) → steps → services).
 import * as pulumi from "@pulumi/pulumi";
-import { HostPlan, SecretName } from "../lib/plan";
+import { FileSpec, HostPlan, SecretName } from "../lib/plan";
 import { sha256 } from "../lib/hash";
 import { ConnectionArgs, Packages, RemoteFile, Script } from "./remote";
 
@@ -83,19 +83,16 @@ export class MailHost extends pulumi.ComponentResource {
         });
         const layout = [...accounts, ...directories, ...mounts];
 
-        const cronFiles = plan.cron.map((c) => ({
+        const cronFiles: FileSpec[] = plan.cron.map((c) => ({
             path: `/etc/cron.d/${c.name}`,
             content: `# rendered by mailinfra\nSHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n${c.schedule} ${c.user} ${c.command}\n`,
             mode: "0644",
             owner: "root",
             group: "root",
-            validate: undefined as string | undefined,
-            secret: false,
-            notify: [] as string[],
             keepOnDelete: false,
         }));
         for (const f of [...plan.files, ...cronFiles]) {
-            const fromSecrets = (f as { fromSecrets?: (typeof plan.files)[number]["fromSecrets"] }).fromSecrets;
+            const fromSecrets = f.fromSecrets;
             let content: pulumi.Input<string> = f.secret ? pulumi.secret(f.content) : f.content;
             if (fromSecrets) {
                 const missing = fromSecrets.names.filter((n) => args.secrets[n] === undefined);
@@ -103,7 +100,7 @@ export class MailHost extends pulumi.ComponentResource {
                 const inputs = Object.fromEntries(fromSecrets.names.map((n) => [n, args.secrets[n]!]));
                 content = pulumi.secret(pulumi.all(inputs).apply((v) => fromSecrets.render(v as Record<string, string>)));
             }
-            const required = ((f as { requires?: string[] }).requires ?? []).map((r) => {
+            const required = (f.requires ?? []).map((r) => {
                 const dep = this.files[r];
                 if (!dep) throw new Error(`${name}: ${f.path} requires ${r}, which must be planned before it`);
                 return dep;
