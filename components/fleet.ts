@@ -1,6 +1,6 @@
 // The whole mail fleet of one stack: validated config → one MailHost per host.
 import * as pulumi from "@pulumi/pulumi";
-import { ConfigError, parseStackConfig, StackConfig } from "../lib/config";
+import { CONFIG_OBJECTS, ConfigError, hostsWithRole, parseStackConfig, StackConfig } from "../lib/config";
 import { planFleet } from "../lib/roles";
 import { planDnsRecords } from "../lib/dns";
 import { sha256 } from "../lib/hash";
@@ -10,7 +10,6 @@ import { verifyAfterApply } from "./smoke";
 import { RemoteFile, Script } from "./remote";
 import { SecretName } from "../lib/plan";
 
-const CONFIG_OBJECTS = ["ssh", "hosts", "mail", "relay", "dns", "tls", "smoke"];
 const CONFIG_SECRETS = ["sshPrivateKey", "smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey", "cloudflareApiToken", "tlsPrivateKey"];
 
 /** Reads every mailinfra:* key; any problem stops the program before a resource is registered. */

@@ -2,43 +2,41 @@
 // goes through the relay and is read back over IMAPS. Not a resource on purpose: a resource that
 // re-runs on every apply would show as a change in every preview, and a second up must report 0.
 import * as pulumi from "@pulumi/pulumi";
-import { StackConfig } from "../lib/config";
+import { hostsWithRole, StackConfig } from "../lib/config";
 import { smokeTest } from "../lib/smoke";
+import { closeAllSessions, sessionFor } from "../provider/ssh";
 import { MailHost } from "./mailHost";
 
 /** Where did the message stop? Its Exim log lines and the queue size on the relay and the store. */
-async function whereItStopped(token: string, targets: { name: string; address: string }[], cfg: StackConfig, privateKey?: string): Promise<string> {
-    const { NodeSSH } = await import("node-ssh");
-    const fs = await import("fs");
-    const key = privateKey ?? (cfg.ssh.privateKeyPath ? fs.readFileSync(cfg.ssh.privateKeyPath, "utf8") : undefined);
+async function whereItStopped(token: string, cfg: StackConfig, privateKey?: string): Promise<string> {
+    const report = [
+        `ids=$(grep -h '${token}' /var/log/exim4/mainlog | awk '{print $3}' | sort -u | head -n 5 | paste -sd'|')`,
+        `echo "queue $(exim4 -bpc) message(s)"`,
+        `if [ -n "$ids" ]; then grep -hE "$ids" /var/log/exim4/mainlog | tail -n 8; else echo "(no log line mentions the message)"; fi`,
+    ].join("\n");
     const lines: string[] = [];
-    for (const t of targets) {
-        const ssh = new NodeSSH();
+    for (const [name, h] of [...hostsWithRole(cfg, "relay"), ...hostsWithRole(cfg, "imap")]) {
+        const conn = { host: h.address, port: cfg.ssh.port, user: cfg.ssh.user, privateKeyPath: cfg.ssh.privateKeyPath, privateKey };
         try {
-            await ssh.connect({ host: t.address, port: cfg.ssh.port, username: cfg.ssh.user, privateKey: key, agent: key ? undefined : process.env.SSH_AUTH_SOCK, readyTimeout: 10000 });
-            const ids = (await ssh.execCommand(`grep -h '${token}' /var/log/exim4/mainlog | awk '{print $3}' | sort -u | head -n 5`)).stdout.split("\n").filter(Boolean);
-            const log = ids.length ? (await ssh.execCommand(`grep -hE '${ids.join("|")}' /var/log/exim4/mainlog | tail -n 8`)).stdout : "(no log line mentions the message)";
-            const queue = (await ssh.execCommand("exim4 -bpc")).stdout.trim();
-            lines.push(`${t.name} (${t.address}): queue ${queue} message(s)\n    ${log.split("\n").join("\n    ")}`);
+            const [queue, ...log] = (await sessionFor(conn).run(report)).stdout.trim().split("\n");
+            lines.push(`${name} (${h.address}): ${queue}\n    ${log.join("\n    ")}`);
         } catch (e) {
-            lines.push(`${t.name} (${t.address}): not reachable over SSH (${(e as Error).message})`);
-        } finally {
-            ssh.dispose();
+            lines.push(`${name} (${h.address}): not reachable over SSH (${(e as Error).message})`);
         }
     }
+    closeAllSessions();
     return lines.join("\n");
 }
 
 export function verifyAfterApply(cfg: StackConfig, hosts: Record<string, MailHost>, password: pulumi.Output<string>, sshPrivateKey?: pulumi.Output<string>): void {
     if (!cfg.smoke.enabled || pulumi.runtime.isDryRun()) return;
-    const relay = Object.values(cfg.hosts).find((h) => h.role === "relay")!;
-    const store = Object.values(cfg.hosts).find((h) => h.role === "imap")!;
+    const [[, relay]] = hostsWithRole(cfg, "relay");
+    const [[, store]] = hostsWithRole(cfg, "imap");
     const converged = Object.values(hosts).flatMap((h) => h.ready.map((r) => (r as pulumi.CustomResource).id ?? (r as pulumi.ComponentResource).urn));
     pulumi.all([password, sshPrivateKey, ...converged]).apply(async ([pw, key]) => {
         const r = await smokeTest({ relayAddress: relay.address, storeAddress: store.address, account: cfg.smoke.account, password: pw as string, timeoutMs: cfg.smoke.timeoutSeconds * 1000 });
         if (!r.ok) {
-            const targets = Object.entries(cfg.hosts).filter(([, h]) => h.role === "relay" || h.role === "imap").map(([name, h]) => ({ name, address: h.address }));
-            const msg = `smoke test failed: ${r.error}\nwhere the message stopped:\n${await whereItStopped(r.token, targets, cfg, key as string | undefined)}`;
+            const msg = `smoke test failed: ${r.error}\nwhere the message stopped:\n${await whereItStopped(r.token, cfg, key as string | undefined)}`;
             pulumi.log.error(msg);
             // the diagnostic alone does not fail the update
             throw new pulumi.RunError("mail does not flow: see the smoke test error above");

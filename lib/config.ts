@@ -244,6 +244,9 @@ export const stackConfigSchema = {
     },
 } as const;
 
+/** The mailinfra:* keys holding structured config (everything else is a named secret). */
+export const CONFIG_OBJECTS = ["ssh", "hosts", "mail", "relay", "dns", "tls", "smoke"] as const;
+
 export class ConfigError extends Error {
     constructor(public readonly problems: string[]) {
         super(`invalid stack config:\n  - ${problems.join("\n  - ")}`);

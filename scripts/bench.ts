@@ -30,13 +30,8 @@ function main() {
     const figures: Record<string, unknown> = {
         machine: { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
     };
-    const lab = path.join(repo, "lab", "lab.sh");
-    // bare hosts and an empty stack
-    for (const h of [...HOSTS, "spare"]) timed(lab, ["reset", h]);
-    timed(lab, ["up", ...HOSTS, "spare"]);
-    timed(path.join(repo, "scripts", "lab-fixtures.sh"), []);
-    spawnSync(path.join(repo, "scripts", "pulumi"), ["stack", "rm", "--stack", "lab", "--force", "--preserve-config", "--yes"], { cwd: repo });
-    pulumi(["stack", "select", "--create", "--stack", "lab"]);
+    // bare hosts (and a bare spare for the apt floor) and an empty stack
+    timed(path.join(repo, "scripts", "lab-fresh.sh"), [...HOSTS, "spare"]);
 
     const converge = pulumi(["up", "--stack", "lab", "--yes", "--skip-preview"], { MAILINFRA_STATS_FILE: statsFile });
     const convergeCommands = commandsPerHost();

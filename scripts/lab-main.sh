@@ -11,11 +11,7 @@ mark() { summary+=("$(printf '%-36s %5ss' "$1" "$(( $(date +%s) - $2 ))")"); }
 s=$(date +%s); scripts/setup.sh; mark "setup (packages, lab, engine)" "$s"
 
 s=$(date +%s)
-for h in "${hosts[@]}"; do lab/lab.sh reset "$h" >/dev/null; done
-lab/lab.sh up "${hosts[@]}"
-scripts/lab-fixtures.sh
-scripts/pulumi stack rm --stack lab --force --preserve-config --yes >/dev/null 2>&1 || true
-scripts/pulumi stack select --create --stack lab
+scripts/lab-fresh.sh "${hosts[@]}"
 mark "bare lab hosts + fixtures up" "$s"
 
 s=$(date +%s); scripts/pulumi up --stack lab --yes --skip-preview --non-interactive; mark "pulumi up (bare -> converged)" "$s"

@@ -2,7 +2,7 @@
 //   node scripts/run-ts.js scripts/smoke.ts [stack]     (exit 1 when mail does not flow)
 import { execFileSync } from "child_process";
 import * as path from "path";
-import { parseStackConfig } from "../lib/config";
+import { CONFIG_OBJECTS, hostsWithRole, parseStackConfig } from "../lib/config";
 import { smokeTest } from "../lib/smoke";
 
 async function main() {
@@ -12,9 +12,9 @@ async function main() {
     const json = execFileSync(path.join(repo, "scripts", "pulumi"), ["config", "--stack", stack, "--json", "--show-secrets"], { encoding: "utf8" });
     const raw = JSON.parse(json) as Record<string, { value: string }>;
     const get = (k: string) => raw[`mailinfra:${k}`]?.value;
-    const cfg = parseStackConfig(Object.fromEntries(["ssh", "hosts", "mail", "relay", "dns", "tls", "smoke"].filter((k) => get(k) !== undefined).map((k) => [k, JSON.parse(get(k)!)])));
-    const relay = Object.values(cfg.hosts).find((h) => h.role === "relay")!;
-    const store = Object.values(cfg.hosts).find((h) => h.role === "imap")!;
+    const cfg = parseStackConfig(Object.fromEntries(CONFIG_OBJECTS.filter((k) => get(k) !== undefined).map((k) => [k, JSON.parse(get(k)!)])));
+    const [[, relay]] = hostsWithRole(cfg, "relay");
+    const [[, store]] = hostsWithRole(cfg, "imap");
     const r = await smokeTest({ relayAddress: relay.address, storeAddress: store.address, account: cfg.smoke.account, password: get("smokePassword")!, timeoutMs: 90000 });
     if (r.ok) {
         console.log(`smoke: OK — ${r.token} accepted by ${relay.address} (${r.smtpResponse}) and read over IMAPS from ${store.address} after ${r.foundAfterMs} ms`);

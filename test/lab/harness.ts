@@ -49,11 +49,7 @@ export function projectCopy(): string {
 
 /** Bare lab hosts and an empty lab stack: what `pulumi up` must converge from. */
 export function freshLab(hosts: string[]): void {
-    for (const h of hosts) must(run(path.join(REPO, "lab", "lab.sh"), ["reset", h]), `lab reset ${h}`);
-    must(run(path.join(REPO, "lab", "lab.sh"), ["up", ...hosts]), "lab up");
-    must(run(path.join(REPO, "scripts", "lab-fixtures.sh"), []), "lab fixtures");
-    pulumi(["stack", "rm", "--stack", "lab", "--force", "--preserve-config", "--yes"]);
-    must(pulumi(["stack", "select", "--create", "--stack", "lab"]), "stack select lab");
+    must(run(path.join(REPO, "scripts", "lab-fresh.sh"), hosts), "fresh lab");
 }
 
 export function must(r: Run, what: string): Run {
