@@ -8,3 +8,5 @@ for h in "$@"; do "$repo/lab/lab.sh" reset "$h" >/dev/null; done
 "$repo/scripts/lab-fixtures.sh"
 "$repo/scripts/pulumi" stack rm --stack lab --force --preserve-config --yes >/dev/null 2>&1 || true
 "$repo/scripts/pulumi" stack select --create --stack lab
+# which checkout's state describes the fleet now (tests reuse a converged fleet only if it is theirs)
+echo "$repo" > "${LAB_RUN:-/var/tmp/mailinfra-lab}/fleet-owner"
