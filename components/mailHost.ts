@@ -91,6 +91,7 @@ export class MailHost extends pulumi.ComponentResource {
             group: "root",
             keepOnDelete: false,
         }));
+        const contentOf: Record<string, pulumi.Input<string>> = {};
         for (const f of [...plan.files, ...cronFiles]) {
             const fromSecrets = f.fromSecrets;
             let content: pulumi.Input<string> = f.secret ? pulumi.secret(f.content) : f.content;
@@ -100,6 +101,7 @@ export class MailHost extends pulumi.ComponentResource {
                 const inputs = Object.fromEntries(fromSecrets.names.map((n) => [n, args.secrets[n]!]));
                 content = pulumi.secret(pulumi.all(inputs).apply((v) => fromSecrets.render(v as Record<string, string>)));
             }
+            contentOf[f.path] = content;
             const required = (f.requires ?? []).map((r) => {
                 const dep = this.files[r];
                 if (!dep) throw new Error(`${name}: ${f.path} requires ${r}, which must be planned before it`);
@@ -132,7 +134,10 @@ export class MailHost extends pulumi.ComponentResource {
 
         // A service is reloaded exactly when one of the files it reads changed (their hashes are its triggers).
         const services = plan.services.map((svc) => {
-            const inputs = [...plan.files.filter((f) => f.notify?.includes(svc.name))].map((f) => `${f.path}=${sha256(f.content)}`);
+            // secret files: the hash of what is really deployed (so a rotated key restarts the daemon), kept secret in state
+            const inputs = plan.files
+                .filter((f) => f.notify?.includes(svc.name))
+                .map((f) => (f.secret || f.fromSecrets ? pulumi.secret(pulumi.output(contentOf[f.path]).apply((c) => `${f.path}=${sha256(c)}`)) : `${f.path}=${sha256(f.content)}`));
             const cmd = `systemctl daemon-reload\nsystemctl enable --quiet ${q(svc.name)}\nsystemctl ${svc.onChange} ${q(svc.name)}\nsystemctl is-active --quiet ${q(svc.name)}`;
             return new Script(id(`service:${svc.name}`), { connection, create: cmd, triggers: inputs }, child([...layout, ...files, ...steps]));
         });

@@ -73,8 +73,24 @@ describe("program under mocks (lab stack)", () => {
         const { resources } = await runProgram(stackConfig("lab"), SECRETS);
         const svc = resources.find((r) => r.name === "sanger:service:dovecot");
         // its two config files and the managed certificate and key
-        expect(svc?.inputs.triggers.map((t: string) => t.split("=")[0]).sort()).toEqual(["/etc/dovecot/dovecot-sql.conf.ext", "/etc/dovecot/dovecot.conf", "/etc/ssl/certs/mailinfra.pem", "/etc/ssl/private/mailinfra.key"]);
-        for (const t of svc?.inputs.triggers) expect(t).toMatch(/=[0-9a-f]{64}$/);
+        const plain = (t: any) => (isSecret(t) ? t.value : t) as string;
+        const triggers: any[] = isSecret(svc?.inputs.triggers) ? svc?.inputs.triggers.value : svc?.inputs.triggers;
+        expect(triggers.map((t: any) => plain(t).split("=")[0]).sort()).toEqual(["/etc/dovecot/dovecot-sql.conf.ext", "/etc/dovecot/dovecot.conf", "/etc/ssl/certs/mailinfra.pem", "/etc/ssl/private/mailinfra.key"]);
+        for (const t of triggers) expect(plain(t)).toMatch(/=[0-9a-f]{64}$/);
+    });
+
+    it("restarts a daemon when a secret file it reads is rotated, without a clear hash of the secret in state", async () => {
+        const keyTrigger = async (key: string) => {
+            const { resources } = await runProgram(stackConfig("lab"), { ...SECRETS, tlsPrivateKey: key });
+            const svc = resources.find((r) => r.name === "sanger:service:dovecot");
+            // one secret element makes the whole trigger list secret in state
+            expect(isSecret(svc?.inputs.triggers)).toBe(true);
+            return (svc?.inputs.triggers.value as string[]).find((t) => t.startsWith("/etc/ssl/private/mailinfra.key="));
+        };
+        const before = await keyTrigger("-----BEGIN PRIVATE KEY-----\nold\n-----END PRIVATE KEY-----");
+        const after = await keyTrigger("-----BEGIN PRIVATE KEY-----\nnew\n-----END PRIVATE KEY-----");
+        expect(before).toBeDefined();
+        expect(after).not.toBe(before);
     });
 
     it("fails before registering anything when the config is invalid", async () => {
