@@ -165,7 +165,7 @@ describe("IMAP store", () => {
 
     it("refuses a wrong password on submission (535)", () => {
         const r = swaksFromExt(["--server", STORE, "--port", "465", "--tls-on-connect", "--auth", "PLAIN", "--auth-user", `st-plain@${DOMAIN}`, "--auth-password", "wrong", "--to", "x@example.net", "--quit-after", "AUTH"]);
-        expect(r.out).toMatch(/<\*\*\s+535 /);
+        expect(r.out).toMatch(/<~?\*+\s+535 /);
     });
 
     it("logs in an account with an old {SSHA} hash over IMAPS and SMTP AUTH", async () => {
