@@ -57,7 +57,9 @@ function fileWith(host: string, dir: string, token: string, timeoutMs = 60_000):
     return text;
 }
 
-const countFilesWith = (host: string, dir: string, token: string) => Number(ssh(host, `grep -rlF '${token}' ${dir} 2>/dev/null | wc -l`).out.trim());
+// messages only (new/ and cur/ of any folder): Dovecot's index cache also holds header text
+const countFilesWith = (host: string, dir: string, token: string) =>
+    Number(ssh(host, `find ${dir} -type f \\( -path '*/new/*' -o -path '*/cur/*' \\) -exec grep -lF '${token}' {} + 2>/dev/null | wc -l`).out.trim());
 
 function sendFromExt(to: string, subject: string, extra: string[] = []) {
     const r = swaksFromExt(["--server", RELAY, "--from", "sender@example.net", "--to", to, "--header", `Subject: ${subject}`, ...extra]);
