@@ -100,9 +100,40 @@ export function planImap(cfg: StackConfig, host: string): HostPlan {
         },
         accountDbPart(cfg),
         userdbPushPart(cfg),
+        storeDeliveryPart(cfg),
     );
 }
 
+
+/** Files Exim's store routers read: default user filter, quota warning, user-left templates, Maildir provisioning (run by the DB push). */
+function storeDeliveryPart(cfg: StackConfig): Partial<HostPlan> {
+    const data = { postmaster: cfg.mail.postmaster };
+    const eximFile = (path: string, template: string) => ({
+        path,
+        content: render(template, data),
+        mode: "0644",
+        owner: "root",
+        group: "root",
+    });
+    return {
+        // per-user templates /etc/exim4/userleft/<domain>/<localpart> are written by the admin tool
+        directories: [{ path: "/etc/exim4/userleft", mode: "0755", owner: "root", group: "root" }],
+        files: [
+            // checked as an Exim filter before it goes live (a broken default filter would skip every account's filter)
+            { ...eximFile("/etc/exim4/default_user_filter", "imap/etc/exim4/default_user_filter.ejs"), validate: `exim4 -bf "$NEW" </dev/null >/dev/null` },
+            eximFile("/etc/exim4/quota_warn_message", "imap/etc/exim4/quota_warn_message.ejs"),
+            eximFile("/etc/exim4/userleft/TEMPLATE", "imap/etc/exim4/userleft/TEMPLATE.ejs"),
+            {
+                path: "/usr/local/sbin/mailinfra-provision-maildirs",
+                content: render("imap/usr/local/sbin/mailinfra-provision-maildirs.ejs", {}),
+                mode: "0755",
+                owner: "root",
+                group: "root",
+                validate: `bash -n "$NEW"`,
+            },
+        ],
+    };
+}
 
 /** Pushes the account DB to the relays: on every change (systemd path unit), every 15 min (cron), and during converge. */
 function userdbPushPart(cfg: StackConfig): Partial<HostPlan> {

@@ -102,7 +102,7 @@ describe("lab foundation", () => {
             expect(r.code).not.toBe(0);
             expect(r.out).toMatch(/smoke test failed: message mailinfra-smoke-\S+ accepted by the relay .* but not in smoke@wikimedia\.test's INBOX/);
             expect(r.out).toMatch(/where the message stopped:\n\s+mchenry \(198\.51\.100\.11\): queue \d+ message/);
-            expect(r.out).toMatch(/== smoke@wikimedia\.test R=imap T=remote_smtp defer/);
+            expect(r.out).toMatch(/== smoke@wikimedia\.test R=imap T=store_smtp defer/);
         } finally {
             ssh(STORE, "systemctl start exim4");
             fs.rmSync(copy, { recursive: true, force: true });

@@ -41,8 +41,8 @@ describe("relay", () => {
 
     // address → what `exim -bt` on the relay must say (router, then target host or outcome)
     const table: [string, RegExp][] = [
-        ["smoke@wikimedia.test", /router = imap, transport = remote_smtp\n\s+host sanger\.lab\.test/],
-        ["smoke+folder@wikimedia.test", /router = imap, transport = remote_smtp\n\s+host sanger\.lab\.test/],
+        ["smoke@wikimedia.test", /router = imap, transport = store_smtp\n\s+host sanger\.lab\.test/],
+        ["smoke+folder@wikimedia.test", /router = imap, transport = store_smtp\n\s+host sanger\.lab\.test/],
         ["SMOKE@WikiMedia.test", /router = imap/],
         ["noc@wikimedia.test", /smoke@wikimedia\.test\n\s+<-- noc@wikimedia\.test\n\s+router = imap/],
         ["abuse@wikimedia.test", /<-- noc@wikimedia\.test\n\s+<-- abuse@wikimedia\.test\n\s+router = imap/],
