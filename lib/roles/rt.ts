@@ -34,7 +34,7 @@ export function planRt(cfg: StackConfig, host: string): HostPlan {
         },
         exim,
         {
-            // libfcgi-perl: rt-server.fcgi needs FCGI.pm, which rt5-apache2 only gets through Recommends (we install without)
+            // libfcgi-perl: rt-server.fcgi needs FCGI.pm, which rt5-apache2 gets only through Recommends (installed without)
             packages: ["request-tracker5", "rt5-db-sqlite", "rt5-apache2", "rt5-clients", "apache2", "libapache2-mod-fcgid", "libfcgi-perl", "sqlite3", "w3m"],
             // Debian's questions answered up front; RT's DB is created by dbconfig-common (SQLite) during install.
             // No initial root password: the web UI login stays closed until an operator sets one.
