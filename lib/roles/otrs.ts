@@ -1,7 +1,7 @@
 // The OTRS host: Znuny from Debian (bookworm-backports, non-free) with its ticket DB in MariaDB, the relays'
 // SELECT-only DB account (per relay address), and Exim handing queue mail to Znuny's mail gateway.
 import { hostsWithRole, StackConfig } from "../config";
-import { emptyPlan, HostPlan, mergePlans, render } from "../plan";
+import { emptyPlan, FileSpec, HostPlan, mergePlans, render } from "../plan";
 import { basePart, eximPart, templateData } from "../parts/common";
 
 /** Debian's Znuny install (otrs2 package): home of the otrs user and its console. */
@@ -25,9 +25,12 @@ export function planOtrs(cfg: StackConfig, host: string): HostPlan {
     const relayUser = cfg.relay.otrs?.user ?? DEFAULT_RELAY_USER;
     const domains = cfg.relay.otrs?.domains ?? [];
     const clients = ticketDbClients(cfg);
-    const data = { ...templateData(cfg, host), domains, relays: clients, database, postmasterCommand: POSTMASTER_COMMAND };
+    const lookup = cfg.relay.otrs ? { user: relayUser } : undefined;
+    const data = { ...templateData(cfg, host), domains, relays: clients, database, lookup, postmasterCommand: POSTMASTER_COMMAND };
     const exim = eximPart("otrs/etc/exim4/exim4.conf.ejs", data);
-    return mergePlans(emptyPlan(host, "otrs"), basePart(cfg, host), exim, {
+    const secrets = lookup ? localLookupSecrets(database, relayUser) : undefined;
+    exim.files![0].requires = secrets ? [secrets.path] : [];
+    return mergePlans(emptyPlan(host, "otrs"), basePart(cfg, host), { files: secrets ? [secrets] : [] }, exim, {
         // libdbd-mysql-perl first: otrs2 depends on "libdbd-pg-perl | libdbd-mysql-perl", apt picks Pg, and
         // the otrs2 postinst then dies with "install_driver(mysql) failed" (found on bookworm, 6.5.15-2~bpo12+1)
         packages: ["mariadb-server", "libdbd-mysql-perl", "apache2"],
@@ -61,11 +64,32 @@ export function planOtrs(cfg: StackConfig, host: string): HostPlan {
         ],
         steps: [
             { name: "znuny", script: znunyInstallScript(), after: ["files"] },
-            ...(cfg.relay.otrs ? [{ name: "ticket-db-accounts", script: dbAccountsScript(database, relayUser, clients), secretStdin: "otrsDbPassword" as const, after: ["files" as const] }] : []),
+            ...(cfg.relay.otrs ? [{ name: "ticket-db-accounts", script: dbAccountsScript(database, relayUser, [...clients, "localhost"]), secretStdin: "otrsDbPassword" as const, after: ["files" as const] }] : []),
             ...(cfg.tickets.otrs.queueAddresses.length ? [{ name: "queue-addresses", script: queueAddressesScript(cfg), after: ["files" as const] }] : []),
         ],
         services: [{ name: "mariadb", onChange: "restart" }],
     });
+}
+
+/** The local Exim's DB credentials: the relays' account name and password, granted to localhost (socket). */
+function localLookupSecrets(database: string, user: string): FileSpec {
+    return {
+        path: "/etc/exim4/secrets.conf",
+        content: "(rendered from secrets)",
+        secret: true,
+        fromSecrets: {
+            names: ["otrsDbPassword"],
+            render: (s) => {
+                if (!/^[A-Za-z0-9._+-]{8,128}$/.test(s.otrsDbPassword ?? ""))
+                    throw new Error("mailinfra:otrsDbPassword must be 8-128 characters of A-Z a-z 0-9 . _ + - (it is embedded in Exim lookups)");
+                return `# rendered by mailinfra from Pulumi secrets\nhide mysql_servers = localhost(/run/mysqld/mysqld.sock)/${database}/${user}/${s.otrsDbPassword}\n`;
+            },
+        },
+        mode: "0640",
+        owner: "root",
+        group: "Debian-exim",
+        notify: ["exim4"],
+    };
 }
 
 /** Znuny from backports, pinned by name (its dependencies come from bookworm). */
@@ -84,8 +108,8 @@ echo "znuny installed in $(( $(date +%s) - start )) s"
 }
 
 /**
- * The relays' account: SELECT on system_address only, one per relay address (anything else refused at login),
- * password from the secret on stdin; plus Exim's local account (unix_socket, no password).
+ * The relays' account: SELECT on system_address only, one per relay address and one for the local Exim
+ * (localhost = the socket); any other address is refused at login. Password from the secret on stdin.
  */
 function dbAccountsScript(database: string, user: string, clients: string[]): string {
     const tbl = `${database}.system_address`; // both names match ^[A-Za-z0-9_]+$ (config schema)
@@ -94,8 +118,7 @@ IFS= read -r pw || [ -n "$pw" ]
 [[ "$pw" =~ ^[A-Za-z0-9._+-]{8,128}$ ]] || { echo "mailinfra:otrsDbPassword: must be 8-128 characters of A-Z a-z 0-9 . _ + -" >&2; exit 1; }
 clients=(${clients.map(sq).join(" ")})
 {
-  echo "CREATE USER IF NOT EXISTS 'Debian-exim'@'localhost' IDENTIFIED VIA unix_socket;"
-  echo "GRANT SELECT ON ${tbl} TO 'Debian-exim'@'localhost';"
+  echo "DROP USER IF EXISTS 'Debian-exim'@'localhost';"
   for c in "\${clients[@]}"; do
     echo "CREATE USER IF NOT EXISTS '${user}'@'$c' IDENTIFIED BY '$pw';"
     echo "ALTER USER '${user}'@'$c' IDENTIFIED BY '$pw';"

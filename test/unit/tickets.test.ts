@@ -59,7 +59,7 @@ describe("OTRS host plan", () => {
         const step = plan.steps.find((s) => s.name === "ticket-db-accounts")!;
         expect(step.secretStdin).toBe("otrsDbPassword");
         expect(step.script).toContain("GRANT SELECT ON otrs.system_address TO 'exim'@'$c'");
-        expect(step.script).toContain("clients=('198.51.100.11' '198.51.100.13')");
+        expect(step.script).toContain("clients=('198.51.100.11' '198.51.100.13' 'localhost')");
         expect(step.script).not.toMatch(/GRANT (ALL|INSERT|UPDATE|DELETE)/);
     });
 

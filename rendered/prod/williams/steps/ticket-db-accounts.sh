@@ -1,10 +1,9 @@
 set -euo pipefail
 IFS= read -r pw || [ -n "$pw" ]
 [[ "$pw" =~ ^[A-Za-z0-9._+-]{8,128}$ ]] || { echo "mailinfra:otrsDbPassword: must be 8-128 characters of A-Z a-z 0-9 . _ + -" >&2; exit 1; }
-clients=('203.0.113.10' '203.0.113.12')
+clients=('203.0.113.10' '203.0.113.12' 'localhost')
 {
-  echo "CREATE USER IF NOT EXISTS 'Debian-exim'@'localhost' IDENTIFIED VIA unix_socket;"
-  echo "GRANT SELECT ON otrs.system_address TO 'Debian-exim'@'localhost';"
+  echo "DROP USER IF EXISTS 'Debian-exim'@'localhost';"
   for c in "${clients[@]}"; do
     echo "CREATE USER IF NOT EXISTS 'exim'@'$c' IDENTIFIED BY '$pw';"
     echo "ALTER USER 'exim'@'$c' IDENTIFIED BY '$pw';"
