@@ -84,7 +84,20 @@ export interface TlsConfig {
     certificate?: string;
 }
 
+/** The ticket hosts' own side (issue 5): what the OTRS and RT hosts provision from stack config. */
+export interface TicketsConfig {
+    otrs: {
+        /** Queue addresses created in the ticket system when missing (never changed or removed: the ticket system owns them). */
+        queueAddresses: { address: string; name: string; queue: string }[];
+    };
+    rt: {
+        /** RT queues, created when missing; mail to <queue>@<rt domain> and <queue>-comment@… reaches them. */
+        queues: string[];
+    };
+}
+
 export interface StackConfig {
+    tickets: TicketsConfig;
     tls: TlsConfig;
     dns: DnsConfig;
     relay: RelayConfig;
@@ -231,6 +244,44 @@ export const stackConfigSchema = {
                 resolverReservedZonesInUse: { type: "array", items: { type: "string", pattern: "^([a-z0-9-]+\\.)*[a-z0-9-]+\\.?$" }, uniqueItems: true, default: [] },
             },
         },
+        tickets: {
+            type: "object",
+            additionalProperties: false,
+            default: {},
+            properties: {
+                otrs: {
+                    type: "object",
+                    additionalProperties: false,
+                    default: {},
+                    properties: {
+                        queueAddresses: {
+                            type: "array",
+                            default: [],
+                            items: {
+                                type: "object",
+                                additionalProperties: false,
+                                required: ["address", "name"],
+                                properties: {
+                                    address: mailbox,
+                                    name: { type: "string", pattern: "^[A-Za-z0-9 ._-]{1,100}$" },
+                                    // a queue the ticket system already has (Znuny ships Postmaster, Raw, Junk, Misc)
+                                    queue: { type: "string", pattern: "^[A-Za-z0-9 ._-]{1,100}$", default: "Postmaster" },
+                                },
+                            },
+                        },
+                    },
+                },
+                rt: {
+                    type: "object",
+                    additionalProperties: false,
+                    default: {},
+                    properties: {
+                        // used verbatim as Exim local parts and rt-mailgate arguments; "-comment" is the comment suffix
+                        queues: { type: "array", items: { type: "string", pattern: "^(?!.*-comment$)[a-z0-9][a-z0-9_.-]*$", maxLength: 64 }, uniqueItems: true, default: [] },
+                    },
+                },
+            },
+        },
         smoke: {
             type: "object",
             additionalProperties: false,
@@ -245,7 +296,7 @@ export const stackConfigSchema = {
 } as const;
 
 /** The mailinfra:* keys holding structured config (everything else is a named secret). */
-export const CONFIG_OBJECTS = ["ssh", "hosts", "mail", "relay", "dns", "tls", "smoke"] as const;
+export const CONFIG_OBJECTS = ["ssh", "hosts", "mail", "relay", "dns", "tls", "smoke", "tickets"] as const;
 
 export class ConfigError extends Error {
     constructor(public readonly problems: string[]) {
@@ -339,6 +390,9 @@ function semanticProblems(cfg: StackConfig): string[] {
         problems.push(`mailinfra:mail.legacyMailmanDomains: ${d} must also be in mail.localDomains`);
     for (const d of Object.keys(cfg.mail.aliases).filter((d) => !cfg.mail.localDomains.includes(d)))
         problems.push(`mailinfra:mail.aliases.${d}: not a local domain (add it to mail.localDomains)`);
+    for (const q of cfg.tickets.otrs.queueAddresses)
+        if (!(r.otrs?.domains ?? []).includes(q.address.split("@")[1].toLowerCase()))
+            problems.push(`mailinfra:tickets.otrs.queueAddresses: ${q.address} is not in a domain of relay.otrs.domains`);
     if (cfg.smoke.enabled) {
         const smokeDomain = cfg.smoke.account.split("@")[1];
         if (!cfg.mail.localDomains.includes(smokeDomain))

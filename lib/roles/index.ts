@@ -4,10 +4,14 @@ import { hostsWithRole, StackConfig } from "../config";
 import { emptyPlan, HostPlan, mergePlans } from "../plan";
 import { basePart, eximPart, templateData } from "../parts/common";
 import { planImap } from "./imap";
+import { planOtrs } from "./otrs";
 import { planRelay } from "./relay";
+import { planRt } from "./rt";
 
 export { planImap } from "./imap";
 export { aliasFiles, planRelay } from "./relay";
+export { planOtrs } from "./otrs";
+export { planRt } from "./rt";
 
 /** Lists, OTRS and RT hosts until their role issues land: a satellite Exim sending via the relay;
  *  mail the relay routes to the OTRS/RT host is kept in a local Maildir spool. */
@@ -29,6 +33,10 @@ export function planHost(cfg: StackConfig, host: string): HostPlan {
             return planRelay(cfg, host);
         case "imap":
             return planImap(cfg, host);
+        case "otrs":
+            return planOtrs(cfg, host);
+        case "rt":
+            return planRt(cfg, host);
         default:
             return planSatellite(cfg, host);
     }

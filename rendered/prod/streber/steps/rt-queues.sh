@@ -1,0 +1,3 @@
+set -euo pipefail
+/usr/local/sbin/mailinfra-rt-queues general
+
