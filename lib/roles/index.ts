@@ -4,10 +4,12 @@ import { hostsWithRole, StackConfig } from "../config";
 import { emptyPlan, HostPlan, mergePlans } from "../plan";
 import { basePart, eximPart, templateData } from "../parts/common";
 import { planImap } from "./imap";
+import { planLists } from "./lists";
 import { planRelay } from "./relay";
 
 export { planImap } from "./imap";
 export { aliasFiles, planRelay } from "./relay";
+export { planLists } from "./lists";
 
 /** Lists, OTRS and RT hosts until their role issues land: a satellite Exim sending via the relay;
  *  mail the relay routes to the OTRS/RT host is kept in a local Maildir spool. */
@@ -29,6 +31,8 @@ export function planHost(cfg: StackConfig, host: string): HostPlan {
             return planRelay(cfg, host);
         case "imap":
             return planImap(cfg, host);
+        case "lists":
+            return planLists(cfg, host);
         default:
             return planSatellite(cfg, host);
     }

@@ -1,0 +1,94 @@
+// The lists host / secondary MX (seed: lily): Exim with the relay's inbound policy (shared ACL and spam
+// parts, spamd), relaying for the fleet's domains with recipient callouts to the primary, and Mailman 3
+// core (Debian) behind it over LMTP, with lists created from stack config.
+import { hostsWithRole, listsDomainOf, StackConfig } from "../config";
+import { emptyPlan, FileSpec, HostPlan, mergePlans, render } from "../plan";
+import { basePart, eximPart, templateData } from "../parts/common";
+import { inboundFilterPart, spamassassinPart, spamPolicyData } from "../parts/relayServices";
+
+/** Mailman's prototype archiver: one Maildir per list, $MAILMAN_ARCHIVE_DIR/<list address>/new/<message>. */
+export const MAILMAN_ARCHIVE_DIR = "/var/lib/mailman3/archives/prototype";
+
+/** The domains this host is backup MX for whatever DNS says: everything the relay is primary for. */
+export function secondaryRelayDomains(cfg: StackConfig): string[] {
+    const m = cfg.mail;
+    return [...new Set([...m.localDomains, ...m.rtDomains, ...m.relayDomains])].sort();
+}
+
+export function listsTemplateData(cfg: StackConfig, host: string) {
+    const relays = hostsWithRole(cfg, "relay").map(([, h]) => h.address);
+    return {
+        ...templateData(cfg, host),
+        wiki: undefined,
+        listsDomain: listsDomainOf(cfg),
+        primaryMx: cfg.lists.primaryMx.length ? cfg.lists.primaryMx : relays,
+        spam: spamPolicyData(cfg),
+    };
+}
+
+function relayDomainsFile(cfg: StackConfig): FileSpec {
+    return {
+        path: "/etc/exim4/relay_domains",
+        content: `# Domains this host relays for as secondary MX, whatever their MX records say (rendered by mailinfra)\n${secondaryRelayDomains(cfg).join("\n")}\n`,
+        mode: "0644",
+        owner: "root",
+        group: "root",
+    };
+}
+
+/** Idempotent: creates missing lists, then makes each list's membership exactly the configured one. */
+export function listsStepScript(cfg: StackConfig): string {
+    const domain = listsDomainOf(cfg);
+    const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+    const lines = [
+        "set -euo pipefail",
+        // the CLI refuses root; as the package's user it writes files Mailman can read
+        "mm() { runuser -u list -- mailman \"$@\"; }",
+        // one list address a line, space-padded
+        "existing=$(mm lists -q | sed 's/[[:space:]]*$//')",
+    ];
+    for (const l of cfg.lists.lists) {
+        const addr = `${l.name}@${domain}`;
+        lines.push(
+            `grep -qixF ${q(addr)} <<<"$existing" || mm create --owner ${q(l.owner)} ${q(addr)}`,
+            `printf '%s\\n' ${l.members.map(q).join(" ")} | mm syncmembers --no-welcome-msg --no-goodbye-msg --no-admin-notify - ${q(addr)}`,
+        );
+    }
+    return lines.join("\n") + "\n";
+}
+
+function mailmanPart(cfg: StackConfig, host: string): Partial<HostPlan> {
+    const data = { ...templateData(cfg, host), siteOwner: cfg.mail.postmaster };
+    return {
+        packages: ["mailman3"],
+        files: [
+            {
+                path: "/etc/mailman3/mailman.cfg",
+                content: render("lists/etc/mailman3/mailman.cfg.ejs", data),
+                mode: "0640",
+                owner: "root",
+                group: "list",
+                validate: `runuser -u list -- mailman -C "$NEW" info >/dev/null`,
+                notify: ["mailman3"],
+            },
+        ],
+        steps: cfg.lists.lists.length ? [{ name: "mailman-lists", script: listsStepScript(cfg), after: ["files"] }] : [],
+        services: [{ name: "mailman3", onChange: "restart" }],
+    };
+}
+
+export function planLists(cfg: StackConfig, host: string): HostPlan {
+    const exim = eximPart("lists/etc/exim4/exim4.conf.ejs", listsTemplateData(cfg, host));
+    const relayDomains = relayDomainsFile(cfg);
+    // Exim reads both at run time (exim -bV checks neither): in place before the config that names them
+    exim.files![0].requires = [relayDomains.path, "/etc/exim4/system_filter"];
+    return mergePlans(
+        emptyPlan(host, "lists"),
+        basePart(cfg, host),
+        { files: [relayDomains] },
+        inboundFilterPart(),
+        exim,
+        spamassassinPart(cfg),
+        mailmanPart(cfg, host),
+    );
+}
