@@ -7,6 +7,8 @@ import { basePart, eximPart, templateData } from "../parts/common";
 import { inboundFilterPart, spamassassinPart, spamPolicyData } from "../parts/relayServices";
 
 /** Mailman's prototype archiver: one Maildir per list, $MAILMAN_ARCHIVE_DIR/<list address>/new/<message>. */
+export const MAILMAN_LMTP_PORT = 8024;
+
 export const MAILMAN_ARCHIVE_DIR = "/var/lib/mailman3/archives/prototype";
 
 /** The domains this host is backup MX for whatever DNS says: everything the relay is primary for. */
@@ -23,6 +25,29 @@ export function listsTemplateData(cfg: StackConfig, host: string) {
         listsDomain: listsDomainOf(cfg),
         primaryMx: cfg.lists.primaryMx.length ? cfg.lists.primaryMx : relays,
         spam: spamPolicyData(cfg),
+    };
+}
+
+/** Debian's /etc/default/exim4 with queue runs every 5 min: mail queued for the primary or Mailman goes out soon. */
+function eximDefaultsFile(): FileSpec {
+    return {
+        path: "/etc/default/exim4",
+        content: [
+            "# rendered by mailinfra (Debian's defaults, queue runner every 5 minutes)",
+            "EX4DEF_VERSION=''",
+            "QUEUERUNNER='combined'",
+            "QUEUEINTERVAL='5m'",
+            "COMMONOPTIONS=''",
+            "QUEUERUNNEROPTIONS=''",
+            "QFLAGS=''",
+            "SMTPLISTENEROPTIONS=''",
+            "",
+        ].join("\n"),
+        mode: "0644",
+        owner: "root",
+        group: "root",
+        validate: `sh -n "$NEW"`,
+        notify: ["exim4"],
     };
 }
 
@@ -71,6 +96,22 @@ function mailmanPart(cfg: StackConfig, host: string): Partial<HostPlan> {
                 validate: `runuser -u list -- mailman -C "$NEW" info >/dev/null`,
                 notify: ["mailman3"],
             },
+            {
+                // "started" = LMTP answers: Exim's first delivery after a (re)start must not hit a closed port and
+                // mark 127.0.0.1 as down until the next retry time
+                path: "/etc/systemd/system/mailman3.service.d/mailinfra.conf",
+                content: [
+                    "# rendered by mailinfra",
+                    "[Service]",
+                    `ExecStartPost=/bin/bash -c 'for i in $$(seq 1 120); do (exec 3<>/dev/tcp/127.0.0.1/${MAILMAN_LMTP_PORT}) 2>/dev/null && exit 0; sleep 1; done; echo "Mailman LMTP not listening on 127.0.0.1:${MAILMAN_LMTP_PORT} after 120 s" >&2; exit 1'`,
+                    "TimeoutStartSec=180",
+                    "",
+                ].join("\n"),
+                mode: "0644",
+                owner: "root",
+                group: "root",
+                notify: ["mailman3"],
+            },
         ],
         steps: cfg.lists.lists.length ? [{ name: "mailman-lists", script: listsStepScript(cfg), after: ["files"] }] : [],
         services: [{ name: "mailman3", onChange: "restart" }],
@@ -85,7 +126,7 @@ export function planLists(cfg: StackConfig, host: string): HostPlan {
     return mergePlans(
         emptyPlan(host, "lists"),
         basePart(cfg, host),
-        { files: [relayDomains] },
+        { files: [relayDomains, eximDefaultsFile()] },
         inboundFilterPart(),
         exim,
         spamassassinPart(cfg),

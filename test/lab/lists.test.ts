@@ -125,9 +125,10 @@ describe("lists host / secondary MX (lily)", () => {
         });
 
         it("refuses to relay for a domain whose primary MX is not in the allowed list", () => {
-            expect(eximRoute("someone@rogue.test", LILY)).toMatch(/Primary MX\(s\) for rogue\.test not in the allowed list/);
-            const r = rcptAtLily(`someone@rogue.test`);
-            expect(r).toMatch(/<\*\*\s+550[- ].*Primary MX\(s\) for rogue\.test not in the allowed list/);
+            // ignore_target_hosts = ! +primary_mx drops mx.example.net; with no host left, Exim 4.96 fails the
+            // address with its own text (the router's cannot_route_message is not used for this case)
+            expect(eximRoute("someone@rogue.test", LILY)).toMatch(/someone@rogue\.test is undeliverable: all relevant MX records point to non-existent hosts/);
+            expect(rcptAtLily("someone@rogue.test")).toMatch(/<\*\*\s+550 all relevant MX records point to non-existent hosts/);
         });
 
         it("relays for a domain whose primary MX is the relay, to the relay only", () => {
