@@ -61,6 +61,11 @@ function relayDomainsFile(cfg: StackConfig): FileSpec {
     };
 }
 
+/** The list's old addresses on legacy Mailman domains (relay.legacyMailingLists × mail.legacyMailmanDomains). */
+export function legacyAliases(cfg: StackConfig, name: string): string[] {
+    return cfg.relay.legacyMailingLists.includes(name) ? cfg.mail.legacyMailmanDomains.map((d) => `${name}@${d}`) : [];
+}
+
 /** Idempotent: creates missing lists, then makes each list's membership exactly the configured one. */
 export function listsStepScript(cfg: StackConfig): string {
     const domain = listsDomainOf(cfg);
@@ -69,6 +74,8 @@ export function listsStepScript(cfg: StackConfig): string {
         "set -euo pipefail",
         // the CLI refuses root; as the package's user it writes files Mailman can read
         "mm() { runuser -u list -- mailman \"$@\"; }",
+        // Python on stdin in a list's context; the console prints errors but always exits 0
+        'mm_python() { local out; out=$(mm shell -l "$1" 2>&1); if grep -q Traceback <<<"$out"; then echo "$out" >&2; return 1; fi; }',
         // one list address a line, space-padded
         "existing=$(mm lists -q | sed 's/[[:space:]]*$//')",
     ];
@@ -77,6 +84,17 @@ export function listsStepScript(cfg: StackConfig): string {
         lines.push(
             `grep -qixF ${q(addr)} <<<"$existing" || mm create --owner ${q(l.owner)} ${q(addr)}`,
             `printf '%s\\n' ${l.members.map(q).join(" ")} | mm syncmembers --no-welcome-msg --no-goodbye-msg --no-admin-notify - ${q(addr)}`,
+            // legacy addresses the relay rewrites here stay in To:/Cc:; without them as acceptable aliases
+            // Mailman's implicit-destination rule holds every such post for moderation
+            `printf '%s\\n' ${[
+                "from mailman.interfaces.mailinglist import IAcceptableAliasSet",
+                "a = IAcceptableAliasSet(m)",
+                "a.clear()",
+                ...legacyAliases(cfg, l.name).map((a) => `a.add("${a}")`),
+                "commit()",
+            ]
+                .map(q)
+                .join(" ")} | mm_python ${q(addr)}`,
         );
     }
     return lines.join("\n") + "\n";

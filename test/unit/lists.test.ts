@@ -55,6 +55,8 @@ describe("lists host plan", () => {
         const script = listsStepScript(lab());
         expect(script).toContain("grep -qixF 'wikien-l@lists.wikimedia.test' <<<\"$existing\" || mm create --owner 'noc@wikimedia.test' 'wikien-l@lists.wikimedia.test'");
         expect(script).toContain("printf '%s\\n' 'alice@example.net' 'bob@example.org' | mm syncmembers --no-welcome-msg --no-goodbye-msg --no-admin-notify - 'wikien-l@lists.wikimedia.test'");
+        // the relay's legacy rewrite target: the old address is an acceptable alias (no implicit-destination hold)
+        expect(script).toMatch(/'a\.add\("foundation-l@wikipedia\.test"\)' 'commit\(\)' \| mm_python 'foundation-l@lists\.wikimedia\.test'/);
         expect(planHost(lab(), "lily").steps.map((s) => s.name)).toEqual(["mailman-lists"]);
     });
 
