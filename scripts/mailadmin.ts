@@ -185,7 +185,7 @@ async function checkFilterOnHost(store: Store, filter: string): Promise<void> {
     const script = [
         `f=$(mktemp); trap 'rm -f "$f"' EXIT`,
         `head -c 65536 > "$f"`,
-        `printf 'From: mailadmin-check@example.org\\nTo: check@example.org\\nSubject: mailadmin filter check\\n\\nbody\\n' | exim4 -bf "$f" 2>&1 >/dev/null || { exim4 -bf "$f" </dev/null 2>&1 | head -n 5; exit 1; }`,
+        `out=$(printf 'From: mailadmin-check@example.org\\nTo: check@example.org\\nSubject: mailadmin filter check\\n\\nbody\\n' | exim4 -bf "$f" 2>&1) || { printf '%s\\n' "$out" | grep -i error | head -n 3; exit 1; }`,
     ].join("\n");
     const r = await store.ssh.execCommand(`bash -c ${shellQuote(script)}`, { stdin: filter });
     if (r.code !== 0) throw new AdminError(`Exim on ${store.name} refuses the filter: ${(r.stdout + r.stderr).trim()}`);
