@@ -199,7 +199,8 @@ async function showAccount(store: Store, a: Address): Promise<AccountRow> {
 
 async function readLeftMessage(store: Store, a: Address): Promise<string | null> {
     const r = await store.ssh.execCommand(`cat ${shellQuote(leftMessagePath(a))}`);
-    return r.code === 0 ? r.stdout : null;
+    // node-ssh trims the output; the template's last line break is put back
+    return r.code === 0 ? `${r.stdout}\n` : null;
 }
 
 async function main(argv: string[]): Promise<number> {
