@@ -112,3 +112,40 @@ describe("SQL", () => {
         expect(parseRows(run(sql.list()))).toEqual([]);
     });
 });
+
+describe("store maintenance plan", () => {
+    // imported lazily: the plan parts render templates
+    const load = async () => {
+        const { parseStackConfig } = await import("../../lib/config");
+        const { stackConfig } = await import("./stackConfig");
+        const { storeMaintenancePart, bayesReceiverPart } = await import("../../lib/parts/storeMaintenance");
+        return { parseStackConfig, stackConfig, storeMaintenancePart, bayesReceiverPart };
+    };
+
+    it("runs the cleanup daily and the Bayes training nightly when a Bayes key is configured", async () => {
+        const { parseStackConfig, stackConfig, storeMaintenancePart } = await load();
+        const lab = storeMaintenancePart(parseStackConfig(stackConfig("lab")));
+        expect(lab.cron!.map((c) => [c.name, c.schedule])).toEqual([
+            ["mailinfra-mailbox-cleanup", "17 4 * * *"],
+            ["mailinfra-bayes-collect", "47 2 * * *"],
+        ]);
+        const key = lab.files!.find((f) => f.path === "/root/.ssh/mailinfra-bayes")!;
+        expect(key).toMatchObject({ secret: true, mode: "0600", fromSecrets: { names: ["bayesLearnKey"] } });
+        const collect = lab.files!.find((f) => f.path === "/usr/local/sbin/mailinfra-bayes-collect")!;
+        expect(collect.content).toContain("bayes-learn@\"$relay\"");
+        expect(collect.content).toContain("mchenry.lab.test");
+        const cfg = parseStackConfig(stackConfig("lab"));
+        delete cfg.mail.bayesLearnPublicKey;
+        expect(storeMaintenancePart(cfg).cron!.map((c) => c.name)).toEqual(["mailinfra-mailbox-cleanup"]);
+    });
+
+    it("gives the relay's Bayes user only the receiver, and the receiver only two sa-learn command lines", async () => {
+        const { parseStackConfig, stackConfig, bayesReceiverPart } = await load();
+        const part = bayesReceiverPart(parseStackConfig(stackConfig("lab")));
+        const keys = part.files!.find((f) => f.path === "/var/lib/bayes-learn/.ssh/authorized_keys")!;
+        expect(keys.content).toMatch(/^restrict,command="\/usr\/local\/sbin\/mailinfra-receive-bayes" ssh-ed25519 \S+ mailinfra-bayes-learn-lab\n$/);
+        const sudoers = part.files!.find((f) => f.path === "/etc/sudoers.d/mailinfra-bayes")!;
+        expect(sudoers.validate).toContain("visudo -c");
+        expect(sudoers.content).toMatch(/^bayes-learn ALL=\(debian-spamd\) NOPASSWD: \/usr\/bin\/sa-learn --spam --mbox -, \/usr\/bin\/sa-learn --ham --mbox -$/m);
+    });
+});
