@@ -5,6 +5,9 @@ import * as os from "os";
 import * as path from "path";
 import { describe, expect, it } from "vitest";
 import { ACCOUNT_SCHEMA_V1 } from "../../lib/roles/imap";
+import { parseStackConfig } from "../../lib/config";
+import { bayesReceiverPart, storeMaintenancePart } from "../../lib/parts/storeMaintenance";
+import { stackConfig } from "./stackConfig";
 import {
     AdminError,
     changedRows,
@@ -114,17 +117,8 @@ describe("SQL", () => {
 });
 
 describe("store maintenance plan", () => {
-    // imported lazily: the plan parts render templates
-    const load = async () => {
-        const { parseStackConfig } = await import("../../lib/config");
-        const { stackConfig } = await import("./stackConfig");
-        const { storeMaintenancePart, bayesReceiverPart } = await import("../../lib/parts/storeMaintenance");
-        return { parseStackConfig, stackConfig, storeMaintenancePart, bayesReceiverPart };
-    };
-
-    it("runs the cleanup daily and the Bayes training nightly when a Bayes key is configured", async () => {
-        const { parseStackConfig, stackConfig, storeMaintenancePart } = await load();
-        const lab = storeMaintenancePart(parseStackConfig(stackConfig("lab")));
+    it("runs the cleanup daily and the Bayes training nightly when a Bayes key is configured", () => {
+                const lab = storeMaintenancePart(parseStackConfig(stackConfig("lab")));
         expect(lab.cron!.map((c) => [c.name, c.schedule])).toEqual([
             ["mailinfra-mailbox-cleanup", "17 4 * * *"],
             ["mailinfra-bayes-collect", "47 2 * * *"],
@@ -139,9 +133,8 @@ describe("store maintenance plan", () => {
         expect(storeMaintenancePart(cfg).cron!.map((c) => c.name)).toEqual(["mailinfra-mailbox-cleanup"]);
     });
 
-    it("gives the relay's Bayes user only the receiver, and the receiver only two sa-learn command lines", async () => {
-        const { parseStackConfig, stackConfig, bayesReceiverPart } = await load();
-        const part = bayesReceiverPart(parseStackConfig(stackConfig("lab")));
+    it("gives the relay's Bayes user only the receiver, and the receiver only two sa-learn command lines", () => {
+                const part = bayesReceiverPart(parseStackConfig(stackConfig("lab")));
         const keys = part.files!.find((f) => f.path === "/var/lib/bayes-learn/.ssh/authorized_keys")!;
         expect(keys.content).toMatch(/^restrict,command="\/usr\/local\/sbin\/mailinfra-receive-bayes" ssh-ed25519 \S+ mailinfra-bayes-learn-lab\n$/);
         const sudoers = part.files!.find((f) => f.path === "/etc/sudoers.d/mailinfra-bayes")!;
