@@ -118,7 +118,7 @@ describe("SQL", () => {
 
 describe("store maintenance plan", () => {
     it("runs the cleanup daily and the Bayes training nightly when a Bayes key is configured", () => {
-                const lab = storeMaintenancePart(parseStackConfig(stackConfig("lab")));
+        const lab = storeMaintenancePart(parseStackConfig(stackConfig("lab")));
         expect(lab.cron!.map((c) => [c.name, c.schedule])).toEqual([
             ["mailinfra-mailbox-cleanup", "17 4 * * *"],
             ["mailinfra-bayes-collect", "47 2 * * *"],
