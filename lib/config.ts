@@ -40,6 +40,8 @@ export interface MailConfig {
     postmaster: string;
     /** Public half of the key the IMAP store pushes its account DB to the relays with (private half: secret userdbSyncKey). */
     userdbSyncPublicKey: string;
+    /** Public half of the key the store's nightly Bayes training reaches the relays' sa-learn with (private half: secret bayesLearnKey). Unset: no Bayes training. */
+    bayesLearnPublicKey?: string;
 }
 
 export interface SmokeConfig {
@@ -190,6 +192,7 @@ export const stackConfigSchema = {
                 },
                 postmaster: mailbox,
                 userdbSyncPublicKey: { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+=* ?[^\\n]*$" },
+                bayesLearnPublicKey: { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+=* ?[^\\n]*$" },
             },
         },
         lists: {

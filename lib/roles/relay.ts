@@ -4,6 +4,7 @@ import { fqdnOf, hostsWithRole, StackConfig } from "../config";
 import { emptyPlan, FileSpec, HostPlan, mergePlans, render } from "../plan";
 import { basePart, eximPart, templateData } from "../parts/common";
 import { inboundFilterPart, resolverPart, spamassassinPart, spamPolicyData } from "../parts/relayServices";
+import { bayesReceiverPart } from "../parts/storeMaintenance";
 
 export const USERDB_SYNC_USER = "userdb-sync";
 
@@ -135,6 +136,7 @@ export function planRelay(cfg: StackConfig, host: string): HostPlan {
         spamassassinPart(cfg),
         resolverPart(cfg),
         wikiInterfacePart(cfg, host),
+        bayesReceiverPart(cfg),
     );
 }
 
