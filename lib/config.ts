@@ -40,6 +40,8 @@ export interface MailConfig {
     postmaster: string;
     /** Public half of the key the IMAP store pushes its account DB to the relays with (private half: secret userdbSyncKey). */
     userdbSyncPublicKey: string;
+    /** Public half of the key the store's nightly Bayes training reaches the relays' sa-learn with (private half: secret bayesLearnKey). Unset: no Bayes training. */
+    bayesLearnPublicKey?: string;
 }
 
 export interface SmokeConfig {
@@ -96,8 +98,25 @@ export interface TicketsConfig {
     };
 }
 
+export interface MailingListConfig {
+    /** List name (local part); the list address is <name>@<lists domain>. */
+    name: string;
+    owner: string;
+    /** Exactly these members: added and removed to match on every change. */
+    members: string[];
+}
+
+export interface ListsConfig {
+    /** Domain of the list addresses; defaults to relay.listsDomain. */
+    domain?: string;
+    /** Hosts @mx_secondary domains may be relayed to (the allowed primaries); default: the relay's address. */
+    primaryMx: string[];
+    lists: MailingListConfig[];
+}
+
 export interface StackConfig {
     tickets: TicketsConfig;
+    lists: ListsConfig;
     tls: TlsConfig;
     dns: DnsConfig;
     relay: RelayConfig;
@@ -173,6 +192,31 @@ export const stackConfigSchema = {
                 },
                 postmaster: mailbox,
                 userdbSyncPublicKey: { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+=* ?[^\\n]*$" },
+                bayesLearnPublicKey: { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+=* ?[^\\n]*$" },
+            },
+        },
+        lists: {
+            type: "object",
+            additionalProperties: false,
+            default: {},
+            properties: {
+                domain,
+                primaryMx: { type: "array", items: { type: "string", format: "ipv4" }, uniqueItems: true, default: [] },
+                lists: {
+                    type: "array",
+                    default: [],
+                    items: {
+                        type: "object",
+                        additionalProperties: false,
+                        required: ["name", "owner"],
+                        properties: {
+                            // Mailman's listname_chars, and no list named like a suffix address
+                            name: { type: "string", pattern: "^[a-z0-9][-_.0-9a-z]{0,63}$" },
+                            owner: mailbox,
+                            members: { type: "array", items: mailbox, uniqueItems: true, default: [] },
+                        },
+                    },
+                },
             },
         },
         tls: {
@@ -296,7 +340,7 @@ export const stackConfigSchema = {
 } as const;
 
 /** The mailinfra:* keys holding structured config (everything else is a named secret). */
-export const CONFIG_OBJECTS = ["ssh", "hosts", "mail", "relay", "dns", "tls", "smoke", "tickets"] as const;
+export const CONFIG_OBJECTS = ["ssh", "hosts", "mail", "relay", "dns", "tls", "smoke", "tickets", "lists"] as const;
 
 export class ConfigError extends Error {
     constructor(public readonly problems: string[]) {
@@ -393,12 +437,23 @@ function semanticProblems(cfg: StackConfig): string[] {
     for (const q of cfg.tickets.otrs.queueAddresses)
         if (!(r.otrs?.domains ?? []).includes(q.address.split("@")[1].toLowerCase()))
             problems.push(`mailinfra:tickets.otrs.queueAddresses: ${q.address} is not in a domain of relay.otrs.domains`);
+    const listNames = cfg.lists.lists.map((l) => l.name);
+    for (const n of listNames.filter((n, i) => listNames.indexOf(n) !== i)) problems.push(`mailinfra:lists.lists: list ${n} is given twice`);
+    if (cfg.lists.lists.length && !listsDomainOf(cfg)) problems.push("mailinfra:lists.domain: lists are configured but there is no lists domain (set lists.domain or relay.listsDomain)");
+    if (cfg.lists.domain && r.listsDomain && cfg.lists.domain !== r.listsDomain)
+        problems.push(`mailinfra:lists.domain: ${cfg.lists.domain} differs from relay.listsDomain ${r.listsDomain} (the relay rewrites legacy list addresses there)`);
+    if (cfg.lists.lists.length && !byRole.has("lists")) problems.push('mailinfra:lists.lists: no host has role "lists"');
     if (cfg.smoke.enabled) {
         const smokeDomain = cfg.smoke.account.split("@")[1];
         if (!cfg.mail.localDomains.includes(smokeDomain))
             problems.push(`mailinfra:smoke.account: ${cfg.smoke.account} is not in a local domain`);
     }
     return problems;
+}
+
+/** The lists domain: lists.domain, else the relay's legacy-rewrite target relay.listsDomain. */
+export function listsDomainOf(cfg: StackConfig): string | undefined {
+    return cfg.lists.domain ?? cfg.relay.listsDomain;
 }
 
 export function hostsWithRole(cfg: StackConfig, role: Role): [string, HostConfig][] {

@@ -2,6 +2,30 @@
 import { StackConfig } from "../config";
 import { HostPlan, render } from "../plan";
 
+/** The MX hosts' shared inbound filtering: the system filter (strips untrusted X-Spam-* headers, adds ours)
+ *  and the tmpfs Exim's content scanning writes its temporary mbox files to (seed: tmpfs for speed). */
+export function inboundFilterPart(): Partial<HostPlan> {
+    return {
+        mounts: [{ path: "/var/spool/exim4/scan", owner: "Debian-exim", group: "Debian-exim", mode: "0750", size: "256m" }],
+        files: [
+            {
+                path: "/etc/exim4/system_filter",
+                content: render("relay/etc/exim4/system_filter.ejs", {}),
+                mode: "0644",
+                owner: "root",
+                group: "root",
+                validate: `printf 'Subject: filter check\\n\\nbody\\n' | exim4 -bF "$NEW" >/dev/null`,
+            },
+        ],
+    };
+}
+
+/** Spam thresholds as Exim's $spam_score_int (score × 10). */
+export function spamPolicyData(cfg: StackConfig) {
+    const s = cfg.relay.spam;
+    return { maxScanSizeKb: s.maxScanSizeKb, headerScoreInt: Math.round(s.headerScore * 10), rejectScoreInt: Math.round(s.rejectScore * 10) };
+}
+
 /** SpamAssassin's local.cf is linted together with the rest of /etc/spamassassin before it goes live. */
 const SA_LINT = `d=$(mktemp -d); trap 'rm -rf "$d"' EXIT; cp -a /etc/spamassassin/. "$d"/; cp "$NEW" "$d/local.cf"; spamassassin --lint --siteconfigpath="$d"`;
 

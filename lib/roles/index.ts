@@ -5,6 +5,7 @@ import { emptyPlan, HostPlan, mergePlans } from "../plan";
 import { basePart, eximPart, templateData } from "../parts/common";
 import { planImap } from "./imap";
 import { planOtrs } from "./otrs";
+import { planLists } from "./lists";
 import { planRelay } from "./relay";
 import { planRt } from "./rt";
 
@@ -12,6 +13,7 @@ export { planImap } from "./imap";
 export { aliasFiles, planRelay } from "./relay";
 export { planOtrs } from "./otrs";
 export { planRt } from "./rt";
+export { planLists } from "./lists";
 
 /** Lists, OTRS and RT hosts until their role issues land: a satellite Exim sending via the relay;
  *  mail the relay routes to the OTRS/RT host is kept in a local Maildir spool. */
@@ -37,6 +39,8 @@ export function planHost(cfg: StackConfig, host: string): HostPlan {
             return planOtrs(cfg, host);
         case "rt":
             return planRt(cfg, host);
+        case "lists":
+            return planLists(cfg, host);
         default:
             return planSatellite(cfg, host);
     }

@@ -3,7 +3,8 @@
 import { fqdnOf, hostsWithRole, StackConfig } from "../config";
 import { emptyPlan, FileSpec, HostPlan, mergePlans, render } from "../plan";
 import { basePart, eximPart, templateData } from "../parts/common";
-import { resolverPart, spamassassinPart } from "../parts/relayServices";
+import { inboundFilterPart, resolverPart, spamassassinPart, spamPolicyData } from "../parts/relayServices";
+import { bayesReceiverPart } from "../parts/storeMaintenance";
 
 export const USERDB_SYNC_USER = "userdb-sync";
 
@@ -58,10 +59,6 @@ function eximSecretsFile(cfg: StackConfig): FileSpec | undefined {
     };
 }
 
-function spamScoreInt(score: number): number {
-    return Math.round(score * 10);
-}
-
 export function relayTemplateData(cfg: StackConfig, host: string) {
     const r = cfg.relay;
     const otrsHost = hostsWithRole(cfg, "otrs")[0];
@@ -73,7 +70,7 @@ export function relayTemplateData(cfg: StackConfig, host: string) {
         otrs: r.otrs && otrsHost ? { ...r.otrs, host: fqdnOf(cfg, otrsHost[0]) } : undefined,
         legacyLists: r.legacyMailingLists.length ? { domain: r.listsDomain } : undefined,
         internalSenders: r.internalSenderDomain ? { domain: r.internalSenderDomain, rewrite: r.internalSenderRewrite } : undefined,
-        spam: { maxScanSizeKb: r.spam.maxScanSizeKb, headerScoreInt: spamScoreInt(r.spam.headerScore), rejectScoreInt: spamScoreInt(r.spam.rejectScore) },
+        spam: spamPolicyData(cfg),
     };
 }
 
@@ -119,17 +116,7 @@ export function planRelay(cfg: StackConfig, host: string): HostPlan {
         exim,
         {
             directories: [{ path: "/etc/exim4/aliases", mode: "0755", owner: "root", group: "root" }],
-            // content scanning writes temporary mbox files here (seed: tmpfs for speed)
-            mounts: [{ path: "/var/spool/exim4/scan", owner: "Debian-exim", group: "Debian-exim", mode: "0750", size: "256m" }],
             files: [
-                {
-                    path: "/etc/exim4/system_filter",
-                    content: render("relay/etc/exim4/system_filter.ejs", {}),
-                    mode: "0644",
-                    owner: "root",
-                    group: "root",
-                    validate: `printf 'Subject: filter check\\n\\nbody\\n' | exim4 -bF "$NEW" >/dev/null`,
-                },
                 ...(r.legacyMailingLists.length
                     ? [
                           {
@@ -144,10 +131,12 @@ export function planRelay(cfg: StackConfig, host: string): HostPlan {
                 ...aliasFiles(cfg),
             ],
         },
+        inboundFilterPart(),
         userdbReceiverPart(cfg),
         spamassassinPart(cfg),
         resolverPart(cfg),
         wikiInterfacePart(cfg, host),
+        bayesReceiverPart(cfg),
     );
 }
 

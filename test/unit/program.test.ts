@@ -41,7 +41,7 @@ async function runProgram(config: Record<string, unknown>, secrets: Record<strin
     }
 }
 
-const SECRETS = { smokePassword: "pw", ldapPassword: "ldap-pass-123", otrsDbPassword: "otrs-pass-123", tlsPrivateKey: "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----", userdbSyncKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----" };
+const SECRETS = { smokePassword: "pw", ldapPassword: "ldap-pass-123", otrsDbPassword: "otrs-pass-123", tlsPrivateKey: "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----", userdbSyncKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----", bayesLearnKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nb\n-----END OPENSSH PRIVATE KEY-----" };
 
 const isSecret = (v: unknown) => !!v && typeof v === "object" && (v as any)[SECRET_SIG] === pulumi.runtime.specialSecretSig;
 
@@ -59,6 +59,8 @@ describe("program under mocks (lab stack)", () => {
         const key = files.find((f) => f.name === "mchenry/etc/ssl/private/mailinfra.key");
         expect(isSecret(key?.inputs.content)).toBe(true);
         expect(key?.inputs).toMatchObject({ mode: "0640", owner: "root", group: "ssl-cert" });
+        const bayesKey = files.find((f) => f.name === "sanger/root/.ssh/mailinfra-bayes");
+        expect(isSecret(bayesKey?.inputs.content)).toBe(true);
 
         const smoke = resources.find((r) => r.name === "sanger:step:smoke-account");
         expect(isSecret(smoke?.inputs.stdin)).toBe(true);
