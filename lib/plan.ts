@@ -22,7 +22,7 @@ export interface FileSpec {
     keepOnDelete?: boolean;
 }
 
-export type SecretName = "smokePassword" | "ldapPassword" | "otrsDbPassword" | "userdbSyncKey" | "tlsPrivateKey";
+export type SecretName = "smokePassword" | "ldapPassword" | "otrsDbPassword" | "userdbSyncKey" | "tlsPrivateKey" | "backupKey";
 
 export interface UserSpec {
     name: string;

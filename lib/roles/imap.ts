@@ -4,6 +4,7 @@ import { emptyPlan, HostPlan, mergePlans, render, StepSpec } from "../plan";
 import { fqdnOf, hostsWithRole } from "../config";
 import { basePart, eximPart, templateData } from "../parts/common";
 import { USERDB_SYNC_USER } from "./relay";
+import { backupPart } from "../parts/backup";
 
 export const ACCOUNT_DB = "/var/vmaildb/user.db";
 
@@ -100,6 +101,7 @@ export function planImap(cfg: StackConfig, host: string): HostPlan {
         },
         accountDbPart(cfg),
         userdbPushPart(cfg),
+        backupPart(cfg),
     );
 }
 

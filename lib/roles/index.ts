@@ -5,6 +5,7 @@ import { emptyPlan, HostPlan, mergePlans } from "../plan";
 import { basePart, eximPart, templateData } from "../parts/common";
 import { planImap } from "./imap";
 import { planRelay } from "./relay";
+import { withBackupReceiver } from "../parts/backup";
 
 export { planImap } from "./imap";
 export { aliasFiles, planRelay } from "./relay";
@@ -37,5 +38,5 @@ export function planHost(cfg: StackConfig, host: string): HostPlan {
 export function planFleet(cfg: StackConfig): HostPlan[] {
     return Object.keys(cfg.hosts)
         .sort()
-        .map((h) => planHost(cfg, h));
+        .map((h) => withBackupReceiver(cfg, planHost(cfg, h)));
 }
