@@ -73,7 +73,7 @@ class Conversation {
     }
     async startTls(host: string, opts: tls.ConnectionOptions = {}): Promise<tls.TLSSocket> {
         this.socket.removeAllListeners("data");
-        const t = await tlsConnect({ socket: this.socket, servername: host, ...opts });
+        const t = await tlsConnect({ socket: this.socket, ...(net.isIP(host) ? {} : { servername: host }), ...opts });
         this.socket = t;
         this.buf = "";
         this.attach(t);
@@ -130,7 +130,7 @@ const VERSIONS: tls.SecureVersion[] = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 export async function observeTls(host: string, port: number, mode: TlsMode): Promise<TlsObservation> {
     const out: TlsObservation = { accepted: [] };
     for (const v of VERSIONS) {
-        const opts: tls.ConnectionOptions = { minVersion: v, maxVersion: v, ciphers: "DEFAULT:@SECLEVEL=0", servername: host };
+        const opts: tls.ConnectionOptions = { minVersion: v, maxVersion: v, ciphers: "DEFAULT:@SECLEVEL=0", ...(net.isIP(host) ? {} : { servername: host }) };
         let sock: tls.TLSSocket | undefined;
         try {
             if (mode === "implicit") sock = await tlsConnect({ host, port, ...opts });
@@ -189,14 +189,14 @@ async function smtpRcpt(host: string, from: string, to: string): Promise<[number
 
 export async function probeOpenRelay(host: string, name: string): Promise<ProbeResult> {
     const [code, text] = await smtpRcpt(host, "probe@example.net", "relay-test@example.org");
-    return { host: name, probe: "open relay (external -> external)", answer: code ? `${code} ${text.split("\n").pop()}` : text, refused: code === 0 || isRefusal(code) };
+    return { host: name, probe: "open relay (external -> external)", answer: text.split("\n").pop()!, refused: code === 0 || isRefusal(code) };
 }
 
 export async function probeHostileLocalParts(host: string, name: string, domain: string): Promise<ProbeResult[]> {
     const out: ProbeResult[] = [];
     for (const lp of HOSTILE_LOCAL_PARTS) {
         const [code, text] = await smtpRcpt(host, "probe@example.net", `${lp}@${domain}`);
-        out.push({ host: name, probe: `hostile local part ${lp}@${domain}`, answer: code ? `${code} ${text.split("\n").pop()}` : text, refused: code === 0 || isRefusal(code) });
+        out.push({ host: name, probe: `hostile local part ${lp}@${domain}`, answer: text.split("\n").pop()!, refused: code === 0 || isRefusal(code) });
     }
     return out;
 }
@@ -218,7 +218,7 @@ export async function probeAuthBeforeTls(host: string, name: string, port: numbe
         const [code, text] = await c.command(`AUTH PLAIN ${Buffer.from("\0probe\0not-a-password").toString("base64")}`);
         c.send("QUIT");
         const refusedBeforeCheck = code === 503 || code === 538 || code === 504 || code === 500;
-        return { host: name, probe, answer: `${advertised ? "AUTH advertised; " : "AUTH not advertised; "}${code} ${text}`, refused: !advertised && refusedBeforeCheck };
+        return { host: name, probe, answer: `${advertised ? "AUTH advertised; " : "AUTH not advertised; "}${text}`, refused: !advertised && refusedBeforeCheck };
     } finally {
         c.end();
     }
@@ -231,7 +231,7 @@ export async function probePlaintextImap(host: string, name: string): Promise<Pr
     try {
         c = new Conversation(await connect(host, 143));
     } catch (e) {
-        return { host: name, probe, answer: `port 143 closed (${(e as Error).message.split(" ")[0]})`, refused: true };
+        return { host: name, probe, answer: `port 143 closed (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, refused: true };
     }
     try {
         const greeting = await c.imapLine("* ");
