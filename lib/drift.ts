@@ -111,7 +111,7 @@ export function compareHost(e: ExpectedHost, o: Observed): DriftItem[] {
             if (p.length) out.push({ kind: "directory", name: d.path, what: p.join("; ") });
         }
     }
-    for (const p of e.packages) if (o.packages[p] !== "ii") out.push({ kind: "package", name: p, what: o.packages[p] ? `dpkg state ${o.packages[p]}` : "not installed" });
+    for (const p of e.packages) if (o.packages[p] !== "ii") out.push({ kind: "package", name: p, what: o.packages[p] && o.packages[p] !== "un" ? `dpkg state ${o.packages[p]}` : "not installed" });
     for (const s of e.services) {
         const [active, enabled] = (o.services[s] ?? "").split(" ");
         if (active !== "active" || !["enabled", "static", "alias", "indirect"].includes(enabled ?? ""))

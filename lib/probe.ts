@@ -132,10 +132,12 @@ export async function observeTls(host: string, port: number, mode: TlsMode): Pro
     for (const v of VERSIONS) {
         const opts: tls.ConnectionOptions = { minVersion: v, maxVersion: v, ciphers: "DEFAULT:@SECLEVEL=0", ...(net.isIP(host) ? {} : { servername: host }) };
         let sock: tls.TLSSocket | undefined;
+        let raw: net.Socket | undefined;
         try {
             if (mode === "implicit") sock = await tlsConnect({ host, port, ...opts });
             else {
-                const c = new Conversation(await connect(host, port));
+                raw = await connect(host, port);
+                const c = new Conversation(raw);
                 await c.smtpReply();
                 await c.command("EHLO probe.mailinfra.invalid");
                 const [code, text] = await c.command("STARTTLS");
@@ -160,6 +162,7 @@ export async function observeTls(host: string, port: number, mode: TlsMode): Pro
             }
         } finally {
             sock?.destroy();
+            raw?.destroy();
         }
     }
     return out;

@@ -60,7 +60,7 @@ async function main() {
     closeAllSessions();
     console.log(reports.join("\n"));
     console.log(drifted ? `\nDRIFT on ${drifted} of ${plans.length} host(s)` : `\nno drift on ${plans.length} host(s)`);
-    process.exitCode = drifted ? 1 : 0;
+    process.exit(drifted ? 1 : 0);
 }
 
 main().catch((e) => {

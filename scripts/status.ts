@@ -118,7 +118,7 @@ async function main() {
     const order = Object.keys(stack.cfg.hosts);
     checks.sort((a, b) => (order.indexOf(a.host) === -1 ? 99 : order.indexOf(a.host)) - (order.indexOf(b.host) === -1 ? 99 : order.indexOf(b.host)));
     console.log(values.json ? JSON.stringify(checks, null, 2) : `status of stack ${stackName} at ${now.toISOString()}\n${renderTable(checks)}`);
-    process.exitCode = exitCodeOf(checks);
+    process.exit(exitCodeOf(checks));
 }
 
 if (require.main === module)
