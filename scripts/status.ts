@@ -85,7 +85,7 @@ async function dnsChecks(stack: LoadedStack, server: string | undefined): Promis
 }
 
 /** Security probes from this machine ("the internet"). */
-export async function probeChecks(stack: LoadedStack): Promise<Check[]> {
+async function probeChecks(stack: LoadedStack): Promise<Check[]> {
     const cfg = stack.cfg;
     const out: Check[] = [];
     const mx = new Set(mxHosts(cfg));
@@ -121,8 +121,7 @@ async function main() {
     process.exit(exitCodeOf(checks));
 }
 
-if (require.main === module)
-    main().catch((e) => {
-        console.error(`status: ${e.message}`);
-        process.exit(1);
-    });
+main().catch((e) => {
+    console.error(`status: ${e.message}`);
+    process.exit(1);
+});
