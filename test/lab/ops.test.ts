@@ -76,7 +76,7 @@ describe("operations", () => {
     it("status warns about a certificate that expires in 5 days, served by the real daemons (exit 2)", () => {
         const cert = "/etc/ssl/certs/mailinfra.pem";
         const key = "/etc/ssl/private/mailinfra.key";
-        must(ssh(STORE, `cp -p ${cert} ${cert}.ops && cp -p ${key} ${key}.ops && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 5 -subj /CN=sanger.lab.test -keyout ${key} -out ${cert} 2>/dev/null && chgrp ssl-cert ${key} && chmod 0640 ${key} && systemctl restart dovecot`), "short-lived certificate");
+        must(ssh(STORE, `cp -p ${cert} ${cert}.ops && cp -p ${key} ${key}.ops && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 5 -subj /CN=sanger.lab.test -keyout ${key} -out ${cert} 2>/dev/null && chgrp ssl-cert ${key} && chmod 0640 ${key} && systemctl restart dovecot exim4`), "short-lived certificate");
         try {
             const s = status("--no-probes");
             expect(s.out).toMatch(/sanger +certificate :993 +WARN +expires in [45]\.\d days/);
@@ -89,7 +89,7 @@ describe("operations", () => {
             expect(d.out).toContain(`file ${key}: content differs (secret: compared by hash only)`);
             expect(d.out).not.toMatch(/PRIVATE KEY/);
         } finally {
-            must(ssh(STORE, `mv -f ${cert}.ops ${cert} && mv -f ${key}.ops ${key} && systemctl restart dovecot`), "restore certificate");
+            must(ssh(STORE, `mv -f ${cert}.ops ${cert} && mv -f ${key}.ops ${key} && systemctl restart dovecot exim4`), "restore certificate");
         }
     });
 
