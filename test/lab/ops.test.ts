@@ -38,9 +38,21 @@ function deliverToSmoke(store = STORE): string {
     return t;
 }
 
+/** convergedLab, once more when the first converge's smoke mail hit a relay retry record (mail sent to
+ *  the store before it was up; seen once): flush the relay's queue and converge again. */
+function convergedFleet(): void {
+    try {
+        convergedLab(FLEET);
+    } catch (e) {
+        if (!/smoke test failed/.test((e as Error).message)) throw e;
+        ssh(RELAY, "exim4 -qff");
+        must(pulumi(["up", "--stack", "lab", "--yes", "--skip-preview"]), "pulumi up (second try)");
+    }
+}
+
 describe("operations", () => {
     beforeAll(() => {
-        convergedLab(FLEET);
+        convergedFleet();
         // a healthy store has a backup: take today's
         must(ssh(STORE, "/usr/local/sbin/mailinfra-backup"), "first backup");
     });
@@ -163,7 +175,7 @@ describe("cold failover of the store onto spare", () => {
     });
 
     it("rebuilds the store on spare from the latest backup: a pre-failure message is readable over IMAPS; RTO printed", async () => {
-        convergedLab(FLEET);
+        convergedFleet();
         const t = deliverToSmoke();
         must(ssh(STORE, "/usr/local/sbin/mailinfra-backup"), "nightly backup before the failure");
         fleetChanged = true;
