@@ -84,7 +84,18 @@ class Conversation {
     }
 }
 
-function connect(host: string, port: number): Promise<net.Socket> {
+/** Exim limits concurrent connections per outside address (5 in main-common) and counts a closed one
+ *  until its child is reaped: consecutive probes of one host are spaced out. */
+const SPACING_MS = 400;
+const lastConnect = new Map<string, number>();
+async function paced(host: string): Promise<void> {
+    const wait = (lastConnect.get(host) ?? 0) + SPACING_MS - Date.now();
+    lastConnect.set(host, Date.now() + Math.max(0, wait));
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+}
+
+async function connect(host: string, port: number): Promise<net.Socket> {
+    await paced(host);
     return new Promise((resolve, reject) => {
         const s = net.connect({ host, port, timeout: TIMEOUT_MS });
         s.once("connect", () => resolve(s));
@@ -93,7 +104,8 @@ function connect(host: string, port: number): Promise<net.Socket> {
     });
 }
 
-function tlsConnect(opts: tls.ConnectionOptions): Promise<tls.TLSSocket> {
+async function tlsConnect(opts: tls.ConnectionOptions): Promise<tls.TLSSocket> {
+    if (!opts.socket && opts.host) await paced(opts.host);
     return new Promise((resolve, reject) => {
         const t = tls.connect({ rejectUnauthorized: false, timeout: TIMEOUT_MS, ...opts });
         t.once("secureConnect", () => resolve(t));
@@ -130,6 +142,16 @@ const VERSIONS: tls.SecureVersion[] = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 export async function observeTls(host: string, port: number, mode: TlsMode): Promise<TlsObservation> {
     const out: TlsObservation = { accepted: [] };
     for (const v of VERSIONS) {
+        // a refusal of 1.2/1.3 may be the server's connection limit: one more try after a pause
+        for (let attempt = 0; attempt < (v === "TLSv1.2" || v === "TLSv1.3" ? 2 : 1); attempt++) {
+            if (attempt) await new Promise((r) => setTimeout(r, 2000));
+            if (await tryVersion(v)) break;
+        }
+        if (out.error) break;
+    }
+    return out;
+
+    async function tryVersion(v: tls.SecureVersion): Promise<boolean> {
         const opts: tls.ConnectionOptions = { minVersion: v, maxVersion: v, ciphers: "DEFAULT:@SECLEVEL=0", ...(net.isIP(host) ? {} : { servername: host }) };
         let sock: tls.TLSSocket | undefined;
         let raw: net.Socket | undefined;
@@ -143,8 +165,7 @@ export async function observeTls(host: string, port: number, mode: TlsMode): Pro
                 const [code, text] = await c.command("STARTTLS");
                 if (code !== 220) {
                     c.end();
-                    out.error = `STARTTLS refused: ${text}`;
-                    break;
+                    return false;
                 }
                 sock = await c.startTls(host, opts);
             }
@@ -154,31 +175,41 @@ export async function observeTls(host: string, port: number, mode: TlsMode): Pro
                 out.notAfter = new Date(cert.valid_to);
                 out.subject = String(cert.subject?.CN ?? "");
             }
+            return true;
         } catch (e) {
             const msg = (e as Error).message;
-            if (/ECONNREFUSED|EHOSTUNREACH|timeout/.test(msg)) {
-                out.error = msg;
-                break;
-            }
+            if (/ECONNREFUSED|EHOSTUNREACH|timeout/.test(msg)) out.error = msg;
+            return false;
         } finally {
+            sock?.end();
             sock?.destroy();
             raw?.destroy();
         }
     }
-    return out;
 }
 
 /** One SMTP session from outside: EHLO, then MAIL/RCPT; the answer to RCPT (or to what failed first). */
-async function smtpRcpt(host: string, from: string, to: string): Promise<[number, string]> {
-    let c: Conversation;
-    try {
-        c = new Conversation(await connect(host, 25));
-    } catch (e) {
-        return [0, `no SMTP on ${host}:25 (${(e as Error).message})`];
+/** An SMTP session past the greeting; a 421 (connection limit) is retried after a pause. */
+async function smtpOpen(host: string, port: number): Promise<{ c?: Conversation; reply: [number, string] }> {
+    for (let attempt = 0; ; attempt++) {
+        let c: Conversation;
+        try {
+            c = new Conversation(await connect(host, port));
+        } catch (e) {
+            return { reply: [0, `no SMTP on ${host}:${port} (${(e as Error).message})`] };
+        }
+        const reply = await c.smtpReply();
+        if (reply[0] === 220) return { c, reply };
+        c.end();
+        if (reply[0] !== 421 || attempt >= 3) return { reply };
+        await new Promise((r) => setTimeout(r, 2000));
     }
+}
+
+async function smtpRcpt(host: string, from: string, to: string): Promise<[number, string]> {
+    const { c, reply } = await smtpOpen(host, 25);
+    if (!c) return reply;
     try {
-        const [greet, gtext] = await c.smtpReply();
-        if (greet !== 220) return [greet, gtext];
         await c.command("EHLO probe.mailinfra.invalid");
         const [mc, mt] = await c.command(`MAIL FROM:<${from}>`);
         if (mc !== 250) return [mc, mt];
@@ -207,14 +238,9 @@ export async function probeHostileLocalParts(host: string, name: string, domain:
 /** AUTH must be neither advertised nor accepted before STARTTLS. */
 export async function probeAuthBeforeTls(host: string, name: string, port: number): Promise<ProbeResult> {
     const probe = `AUTH before TLS :${port}`;
-    let c: Conversation;
+    const { c, reply } = await smtpOpen(host, port);
+    if (!c) return { host: name, probe, answer: `no session: ${reply[1]}`, refused: reply[0] === 0 && /ECONNREFUSED/.test(reply[1]) };
     try {
-        c = new Conversation(await connect(host, port));
-    } catch (e) {
-        return { host: name, probe, answer: `not reachable (${(e as Error).message})`, refused: true };
-    }
-    try {
-        await c.smtpReply();
         const [, ehlo] = await c.command("EHLO probe.mailinfra.invalid");
         const advertised = /^250[- ]AUTH\b/im.test(ehlo);
         // the credentials are made up: the answer must be "not now", never "wrong password"
