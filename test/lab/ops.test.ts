@@ -200,7 +200,7 @@ describe("cold failover of the store onto spare", () => {
         expect(up.code).toBe(0);
         const converged = Date.now();
         const restore = command("restore.ts", ["lab"], copy);
-        expect(restore.code).toBe(0);
+        expect(restore.code, restore.out).toBe(0);
         const found = await waitForMessage(SPARE, SMOKE, smokePassword(), t, 60_000);
         const readable = Date.now();
         expect(found).toBeDefined();
