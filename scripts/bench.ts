@@ -5,7 +5,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { convergedLab, FLEET, ssh as labSsh } from "../test/lab/harness";
-import { ensureLoadGenerator, PipelineFigures, pipelineFigures, RELAY, removeBatch, sendBatch, waitForBatch } from "../test/lab/load";
+import { ensureLoadGenerator, LOAD_SESSIONS, PipelineFigures, pipelineFigures, RELAY, removeBatch, sendBatch, waitForBatch } from "../test/lab/load";
 
 const repo = path.resolve(__dirname, "..");
 const HOSTS = ["mchenry", "sanger", "lily", "otrs", "streber"];
@@ -80,7 +80,7 @@ async function mailPipeline(): Promise<Record<string, unknown>> {
     const ratio: Record<string, number> = {};
     for (const k of Object.keys(scanned)) ratio[k] = +(unscanned[k].messagesPerSecond / scanned[k].messagesPerSecond).toFixed(2);
     return {
-        mail_pipeline: { messages_per_run: MAIL_MESSAGES, runs: MAIL_RUNS, sessions: 5, generator: "postfix smtp-source (Debian postfix .deb, dpkg -x on ext)", latency_resolution: "send time from the Date header (1 s)", scanned, unscanned, unscanned_over_scanned_msgs_per_s: ratio, runs_detail: all },
+        mail_pipeline: { messages_per_run: MAIL_MESSAGES, runs: MAIL_RUNS, sessions: LOAD_SESSIONS, generator: "postfix smtp-source (Debian postfix .deb, dpkg -x on ext)", latency_resolution: "send time from the Date header (1 s)", scanned, unscanned, unscanned_over_scanned_msgs_per_s: ratio, runs_detail: all },
     };
 }
 
@@ -173,7 +173,7 @@ async function main() {
 
 function printMail(figures: Record<string, unknown>) {
     const mail = figures.mail_pipeline as { scanned: Record<string, PipelineFigures>; unscanned: Record<string, PipelineFigures>; unscanned_over_scanned_msgs_per_s: Record<string, number>; messages_per_run: number; runs: number };
-    console.log(`mail pipeline ext -> relay -> store Maildir, ${mail.messages_per_run} messages x ${mail.runs} runs, 5 sessions (medians)`);
+    console.log(`mail pipeline ext -> relay -> store Maildir, ${mail.messages_per_run} messages x ${mail.runs} runs, ${LOAD_SESSIONS} sessions (medians)`);
     console.log(`${"case".padEnd(22)} ${"msg/s".padStart(7)} ${"accept/s".padStart(9)} ${"p50 s".padStart(7)} ${"p99 s".padStart(7)}`);
     for (const [label, set] of [["spamd on", mail.scanned], ["spamd off", mail.unscanned]] as const)
         for (const [size, f] of Object.entries(set))

@@ -17,6 +17,7 @@ export const LISTS = "198.51.100.13";
 /** Where the batches land: the smoke account (wikiquote.test's catch-all → noc → smoke). */
 export const LOAD_MAILDIR = "/var/vmail/wikimedia.test/smoke";
 export const LOAD_DOMAIN = "wikiquote.test";
+export const LOAD_SESSIONS = 4;
 
 const PREFIX = "/opt/mailinfra-load";
 const SMTP_SOURCE = `LD_LIBRARY_PATH=${PREFIX}/usr/lib/postfix ${PREFIX}/usr/sbin/smtp-source`;
@@ -33,7 +34,9 @@ export interface BatchSpec {
     /** SMTP server the internet host sends to (relay, or the secondary MX). */
     server: string;
     count: number;
-    /** Parallel SMTP sessions (the relay allows 5 per outside host). */
+    /** Parallel SMTP sessions, each kept open for all its messages (-d): the relay allows 5 per outside host, and
+     *  reconnecting after every message met "421 Too many concurrent SMTP connections" (closed sessions still count
+     *  until Exim reaps them). */
     sessions?: number;
     /** Body size in bytes (smtp-source -l). */
     bodyBytes?: number;
@@ -54,7 +57,7 @@ export const newTag = () => `ld${crypto.randomBytes(5).toString("hex")}`;
 export function sendBatch(spec: BatchSpec, tag = newTag()): Promise<Batch> {
     const cmd = [
         `echo start $(date +%s.%N)`,
-        `${SMTP_SOURCE} -N -s ${spec.sessions ?? 5} -m ${spec.count} -l ${spec.bodyBytes ?? 1024} -f load@example.net -t ${tag}@${LOAD_DOMAIN} -S ${tag} -M ext.lab.test ${spec.server}:25 2>&1; rc=$?`,
+        `${SMTP_SOURCE} -N -d -s ${spec.sessions ?? LOAD_SESSIONS} -m ${spec.count} -l ${spec.bodyBytes ?? 1024} -f load@example.net -t ${tag}@${LOAD_DOMAIN} -S ${tag} -M ext.lab.test ${spec.server}:25 2>&1; rc=$?`,
         `echo end $(date +%s.%N) $rc`,
     ].join("; ");
     return new Promise((resolve, reject) => {
