@@ -43,7 +43,18 @@ function withScanningDisabled<T>(fn: () => Promise<T>): Promise<T> {
         const back = labSsh(RELAY, `set -e; cp -p ${SAVED_CONF} ${RELAY_CONF}; rm -f ${SAVED_CONF}; systemctl reload exim4`);
         if (back.code !== 0) throw new Error(`restoring the relay's config failed:\n${back.out}`);
     };
-    return fn().finally(restore);
+    // a bench stopped by a signal (e.g. a timeout) must not leave the relay unscanned
+    const onSignal = () => {
+        restore();
+        process.exit(130);
+    };
+    process.once("SIGTERM", onSignal);
+    process.once("SIGINT", onSignal);
+    return fn().finally(() => {
+        process.removeListener("SIGTERM", onSignal);
+        process.removeListener("SIGINT", onSignal);
+        restore();
+    });
 }
 
 async function mailCase(bodyBytes: number): Promise<PipelineFigures[]> {
