@@ -22,7 +22,9 @@ export interface FileSpec {
     keepOnDelete?: boolean;
 }
 
-export type SecretName = "smokePassword" | "ldapPassword" | "otrsDbPassword" | "userdbSyncKey" | "tlsPrivateKey" | "bayesLearnKey" | "backupKey";
+/** Every secret a rendered host file may need (stack config key mailinfra:<name>). */
+export const SECRET_NAMES = ["smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey", "tlsPrivateKey", "bayesLearnKey", "backupKey"] as const;
+export type SecretName = (typeof SECRET_NAMES)[number];
 
 export interface UserSpec {
     name: string;

@@ -9,12 +9,10 @@ import * as os from "os";
 import * as path from "path";
 import { parseArgs } from "util";
 import { compareHost, expectedHost, observeScript, parseObservation, renderHostReport } from "../lib/drift";
-import { SecretName } from "../lib/plan";
+import { SECRET_NAMES, SecretName } from "../lib/plan";
 import { planFleet } from "../lib/roles";
 import { closeAllSessions, sessionFor } from "../provider/ssh";
 import { loadStack } from "./stack";
-
-const SECRET_NAMES: SecretName[] = ["smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey", "tlsPrivateKey", "backupKey"];
 
 function unifiedDiff(rendered: string, onHost: string, label: string): string {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mailinfra-drift-"));

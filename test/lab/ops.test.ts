@@ -206,7 +206,7 @@ describe("cold failover of the store onto spare", () => {
         expect(found).toBeDefined();
 
         // routing and DNS followed the role
-        expect(ssh(RELAY, "exim4 -bt smoke@wikimedia.test").out).toMatch(/router = imap, transport = remote_smtp\n\s+host spare\.lab\.test \[198\.51\.100\.16\]/);
+        expect(ssh(RELAY, "exim4 -bt smoke@wikimedia.test").out).toMatch(/router = imap, transport = store_smtp\n\s+host spare\.lab\.test \[198\.51\.100\.16\]/);
         const labDns = new dns.promises.Resolver();
         labDns.setServers(["198.51.100.1"]);
         expect(await labDns.resolve4("spare.lab.test")).toEqual([SPARE]);
