@@ -10,7 +10,7 @@ import { verifyAfterApply } from "./smoke";
 import { RemoteFile, Script } from "./remote";
 import { SecretName } from "../lib/plan";
 
-const CONFIG_SECRETS = ["sshPrivateKey", "smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey", "cloudflareApiToken", "tlsPrivateKey", "bayesLearnKey"];
+const CONFIG_SECRETS = ["sshPrivateKey", "smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey", "cloudflareApiToken", "tlsPrivateKey", "bayesLearnKey", "backupKey"];
 
 /** Reads every mailinfra:* key; any problem stops the program before a resource is registered. */
 export function readStackConfig(config = new pulumi.Config("mailinfra")): StackConfig {
@@ -40,6 +40,7 @@ export function deployFleet(cfg: StackConfig, config = new pulumi.Config("mailin
         userdbSyncKey: config.requireSecret("userdbSyncKey"),
         tlsPrivateKey: cfg.tls.certificate ? config.requireSecret("tlsPrivateKey") : undefined,
         bayesLearnKey: cfg.mail.bayesLearnPublicKey ? config.requireSecret("bayesLearnKey") : undefined,
+        backupKey: cfg.backup ? config.requireSecret("backupKey") : undefined,
     };
     const sshPrivateKey = config.getSecret("sshPrivateKey");
     const hosts: Record<string, MailHost> = {};

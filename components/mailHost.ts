@@ -1,7 +1,7 @@
 // One host of the fleet: turns a pure HostPlan into provider resources in a safe order
 // (packages → users/groups → directories/mounts → files (checked) → steps → services).
 import * as pulumi from "@pulumi/pulumi";
-import { FileSpec, HostPlan, SecretName } from "../lib/plan";
+import { cronFile, FileSpec, HostPlan, SecretName } from "../lib/plan";
 import { sha256 } from "../lib/hash";
 import { ConnectionArgs, Packages, RemoteFile, Script } from "./remote";
 
@@ -83,14 +83,7 @@ export class MailHost extends pulumi.ComponentResource {
         });
         const layout = [...accounts, ...directories, ...mounts];
 
-        const cronFiles: FileSpec[] = plan.cron.map((c) => ({
-            path: `/etc/cron.d/${c.name}`,
-            content: `# rendered by mailinfra\nSHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n${c.schedule} ${c.user} ${c.command}\n`,
-            mode: "0644",
-            owner: "root",
-            group: "root",
-            keepOnDelete: false,
-        }));
+        const cronFiles: FileSpec[] = plan.cron.map(cronFile);
         const contentOf: Record<string, pulumi.Input<string>> = {};
         for (const f of [...plan.files, ...cronFiles]) {
             const fromSecrets = f.fromSecrets;

@@ -114,9 +114,22 @@ export interface ListsConfig {
     lists: MailingListConfig[];
 }
 
+export interface BackupConfig {
+    /** Stack host that receives the store's daily backups (any role but imap). */
+    targetHost: string;
+    /** Snapshots younger than this many days are kept on the target (the newest always). */
+    keepDays: number;
+    /** cron schedule of the backup on the store. */
+    schedule: string;
+    /** Public half of the store's backup key (private half: secret mailinfra:backupKey). */
+    publicKey: string;
+}
+
 export interface StackConfig {
     tickets: TicketsConfig;
     lists: ListsConfig;
+    /** Daily backups of the IMAP store; unset = none. */
+    backup?: BackupConfig;
     tls: TlsConfig;
     dns: DnsConfig;
     relay: RelayConfig;
@@ -326,6 +339,17 @@ export const stackConfigSchema = {
                 },
             },
         },
+        backup: {
+            type: "object",
+            additionalProperties: false,
+            required: ["targetHost", "publicKey"],
+            properties: {
+                targetHost: { type: "string", pattern: "^[a-z][a-z0-9-]{0,62}$" },
+                keepDays: { type: "integer", minimum: 1, maximum: 366, default: 7 },
+                schedule: { type: "string", pattern: "^(\\S+\\s+){4}\\S+$", default: "17 3 * * *" },
+                publicKey: { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+=* ?[^\\n]*$" },
+            },
+        },
         smoke: {
             type: "object",
             additionalProperties: false,
@@ -340,7 +364,7 @@ export const stackConfigSchema = {
 } as const;
 
 /** The mailinfra:* keys holding structured config (everything else is a named secret). */
-export const CONFIG_OBJECTS = ["ssh", "hosts", "mail", "relay", "dns", "tls", "smoke", "tickets", "lists"] as const;
+export const CONFIG_OBJECTS = ["ssh", "hosts", "mail", "relay", "dns", "tls", "smoke", "tickets", "lists", "backup"] as const;
 
 export class ConfigError extends Error {
     constructor(public readonly problems: string[]) {
@@ -443,6 +467,11 @@ function semanticProblems(cfg: StackConfig): string[] {
     if (cfg.lists.domain && r.listsDomain && cfg.lists.domain !== r.listsDomain)
         problems.push(`mailinfra:lists.domain: ${cfg.lists.domain} differs from relay.listsDomain ${r.listsDomain} (the relay rewrites legacy list addresses there)`);
     if (cfg.lists.lists.length && !byRole.has("lists")) problems.push('mailinfra:lists.lists: no host has role "lists"');
+    if (cfg.backup) {
+        const target = cfg.hosts[cfg.backup.targetHost];
+        if (!target) problems.push(`mailinfra:backup.targetHost: ${cfg.backup.targetHost} is not a host of mailinfra:hosts`);
+        else if (target.role === "imap") problems.push(`mailinfra:backup.targetHost: ${cfg.backup.targetHost} is the IMAP store itself; backups go to another host`);
+    }
     if (cfg.smoke.enabled) {
         const smokeDomain = cfg.smoke.account.split("@")[1];
         if (!cfg.mail.localDomains.includes(smokeDomain))

@@ -22,7 +22,9 @@ export interface FileSpec {
     keepOnDelete?: boolean;
 }
 
-export type SecretName = "smokePassword" | "ldapPassword" | "otrsDbPassword" | "userdbSyncKey" | "tlsPrivateKey" | "bayesLearnKey";
+/** Every secret a rendered host file may need (stack config key mailinfra:<name>). */
+export const SECRET_NAMES = ["smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey", "tlsPrivateKey", "bayesLearnKey", "backupKey"] as const;
+export type SecretName = (typeof SECRET_NAMES)[number];
 
 export interface UserSpec {
     name: string;
@@ -63,6 +65,18 @@ export interface CronSpec {
     schedule: string;
     user: string;
     command: string;
+}
+
+/** The /etc/cron.d file of a cron entry (what MailHost deploys; the drift audit compares against it). */
+export function cronFile(c: CronSpec): FileSpec {
+    return {
+        path: `/etc/cron.d/${c.name}`,
+        content: `# rendered by mailinfra\nSHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n${c.schedule} ${c.user} ${c.command}\n`,
+        mode: "0644",
+        owner: "root",
+        group: "root",
+        keepOnDelete: false,
+    };
 }
 
 export interface ServiceSpec {

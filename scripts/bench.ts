@@ -4,6 +4,8 @@ import { execFileSync, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { convergedLab, FLEET, ssh as labSsh } from "../test/lab/harness";
+import { ensureLoadGenerator, LOAD_SESSIONS, PipelineFigures, pipelineFigures, RELAY, removeBatch, sendBatch, waitForBatch } from "../test/lab/load";
 
 const repo = path.resolve(__dirname, "..");
 const HOSTS = ["mchenry", "sanger", "lily", "otrs", "streber"];
@@ -26,10 +28,104 @@ function commandsPerHost(): Record<string, number> {
     return out;
 }
 
-function main() {
+// Mail pipeline: internet host (ext) -> relay (SpamAssassin) -> store Maildir, with smtp-source (test/lab/load.ts)
+const MAIL_MESSAGES = Number(process.env.BENCH_MAIL_MESSAGES ?? 200);
+const MAIL_RUNS = Number(process.env.BENCH_MAIL_RUNS ?? 3);
+const SIZES = [1024, 100 * 1024];
+const RELAY_CONF = "/etc/exim4/exim4.conf";
+const SAVED_CONF = "/run/mailinfra-bench-exim4.conf";
+
+/** Lab only, for the comparison run: the relay's DATA ACL without the spamd call, restored byte for byte afterwards. */
+function withScanningDisabled<T>(fn: () => Promise<T>): Promise<T> {
+    const r = labSsh(RELAY, `set -e; cp -p ${RELAY_CONF} ${SAVED_CONF}; sed -i 's/^  accept  acl = spamassassin$/  accept/' ${RELAY_CONF}; ! grep -q 'acl = spamassassin' ${RELAY_CONF}; exim4 -bV >/dev/null; systemctl reload exim4`);
+    if (r.code !== 0) throw new Error(`disabling the relay's scan failed:\n${r.out}`);
+    const restore = () => {
+        const back = labSsh(RELAY, `set -e; cp -p ${SAVED_CONF} ${RELAY_CONF}; rm -f ${SAVED_CONF}; systemctl reload exim4`);
+        if (back.code !== 0) throw new Error(`restoring the relay's config failed:\n${back.out}`);
+    };
+    // a bench stopped by a signal (e.g. a timeout) must not leave the relay unscanned
+    const onSignal = () => {
+        restore();
+        process.exit(130);
+    };
+    process.once("SIGTERM", onSignal);
+    process.once("SIGINT", onSignal);
+    return fn().finally(() => {
+        process.removeListener("SIGTERM", onSignal);
+        process.removeListener("SIGINT", onSignal);
+        restore();
+    });
+}
+
+async function mailCase(bodyBytes: number): Promise<PipelineFigures[]> {
+    const runs: PipelineFigures[] = [];
+    for (let i = 0; i < MAIL_RUNS; i++) {
+        const batch = await sendBatch({ server: RELAY, count: MAIL_MESSAGES, bodyBytes });
+        if (batch.exitCode !== 0) throw new Error(`smtp-source failed:\n${batch.output.slice(-2000)}`);
+        const { tally, found } = await waitForBatch(batch, 15 * 60_000);
+        removeBatch(batch.tag);
+        if (tally.lost.length) throw new Error(`mail bench: ${tally.lost.length} of ${tally.expected} messages not delivered (${bodyBytes} B)`);
+        runs.push(pipelineFigures(batch, found));
+    }
+    return runs;
+}
+
+const medianOf = (runs: PipelineFigures[]): PipelineFigures => {
+    const m = (k: keyof PipelineFigures) => median(runs.map((r) => r[k]));
+    return { messages: m("messages"), bodyBytes: m("bodyBytes"), messagesPerSecond: m("messagesPerSecond"), acceptedPerSecond: m("acceptedPerSecond"), latencyP50_s: m("latencyP50_s"), latencyP99_s: m("latencyP99_s") };
+};
+
+async function mailPipeline(): Promise<Record<string, unknown>> {
+    ensureLoadGenerator();
+    const scanned: Record<string, PipelineFigures> = {};
+    const unscanned: Record<string, PipelineFigures> = {};
+    const all: Record<string, PipelineFigures[]> = {};
+    for (const size of SIZES) all[`scan_${size}`] = await mailCase(size);
+    await withScanningDisabled(async () => {
+        for (const size of SIZES) all[`noscan_${size}`] = await mailCase(size);
+    });
+    for (const size of SIZES) {
+        scanned[`${size / 1024}KB`] = medianOf(all[`scan_${size}`]);
+        unscanned[`${size / 1024}KB`] = medianOf(all[`noscan_${size}`]);
+    }
+    const ratio: Record<string, number> = {};
+    for (const k of Object.keys(scanned)) ratio[k] = +(unscanned[k].messagesPerSecond / scanned[k].messagesPerSecond).toFixed(2);
+    return {
+        mail_pipeline: { messages_per_run: MAIL_MESSAGES, runs: MAIL_RUNS, sessions: LOAD_SESSIONS, generator: "postfix smtp-source (Debian postfix .deb, dpkg -x on ext)", latency_resolution: "send time from the Date header (1 s)", scanned, unscanned, unscanned_over_scanned_msgs_per_s: ratio, runs_detail: all },
+    };
+}
+
+function prodPreview(): number {
+    // a throw-away copy of the project with its own state and placeholder secrets: nothing touches a host
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mailinfra-bench-prod-"));
+    for (const e of fs.readdirSync(repo)) if (![".git", "node_modules", ".pulumi-state", ".pulumi-home", "rendered", "bench"].includes(e)) fs.cpSync(path.join(repo, e), path.join(dir, e), { recursive: true });
+    fs.symlinkSync(path.join(repo, "node_modules"), path.join(dir, "node_modules"));
+    const env = { PULUMI_BACKEND_URL: `file://${dir}/.state`, PULUMI_CONFIG_PASSPHRASE: "bench", PULUMI_HOME: path.join(repo, ".pulumi-home") };
+    const p = (args: string[]) => timed(path.join(dir, "scripts", "pulumi"), [...args, "--non-interactive"], env);
+    try {
+        p(["stack", "init", "prod"]);
+        for (const k of ["smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey"]) p(["config", "set", "--stack", "prod", "--secret", `mailinfra:${k}`, `placeholder-${k}`]);
+        const runs = [p(["preview", "--stack", "prod"]), p(["preview", "--stack", "prod"]), p(["preview", "--stack", "prod"])];
+        return median(runs);
+    } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+    }
+}
+
+async function main() {
     const figures: Record<string, unknown> = {
         machine: { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
     };
+    // --mail-only: reuse (or converge) the lab and measure only the mail pipeline (tuning iterations)
+    if (process.argv.includes("--mail-only")) {
+        convergedLab(FLEET);
+        Object.assign(figures, await mailPipeline());
+        printMail(figures);
+        fs.mkdirSync(path.join(repo, "bench"), { recursive: true });
+        fs.writeFileSync(path.join(repo, "bench", "last-mail.json"), JSON.stringify(figures, null, 2) + "\n");
+        console.log(JSON.stringify(figures));
+        return;
+    }
     // bare hosts (and a bare spare for the apt floor) and an empty stack
     timed(path.join(repo, "scripts", "lab-fresh.sh"), [...HOSTS, "spare"]);
 
@@ -52,6 +148,8 @@ function main() {
         noopPreview.push(pulumi(["preview", "--stack", "lab", "--expect-no-changes"]));
     }
     const unit = timed("npx", ["vitest", "run", "--project", "unit"]);
+    const prod = prodPreview();
+    Object.assign(figures, await mailPipeline());
 
     Object.assign(figures, {
         converge_s: +converge.toFixed(1),
@@ -63,6 +161,7 @@ function main() {
         noop_up_remote_commands: noopCommands,
         noop_preview_median_s: +median(noopPreview).toFixed(1),
         unit_mock_run_s: +unit.toFixed(1),
+        prod_preview_median_s: +prod.toFixed(1),
     });
     fs.mkdirSync(path.join(repo, "bench"), { recursive: true });
     fs.writeFileSync(path.join(repo, "bench", "last.json"), JSON.stringify(figures, null, 2) + "\n");
@@ -75,10 +174,25 @@ function main() {
         ["remote commands, converge", JSON.stringify(convergeCommands)],
         ["remote commands, no-op up", JSON.stringify(noopCommands)],
         ["unit tests under mocks", `${figures.unit_mock_run_s} s`],
+        ["prod stack pulumi preview (median of 3, no hosts)", `${figures.prod_preview_median_s} s`],
     ];
     console.log(`machine: ${JSON.stringify(figures.machine)}`);
     for (const [k, v] of rows) console.log(`${k.padEnd(48)} ${v}`);
+    printMail(figures);
     console.log(JSON.stringify(figures));
 }
 
-main();
+function printMail(figures: Record<string, unknown>) {
+    const mail = figures.mail_pipeline as { scanned: Record<string, PipelineFigures>; unscanned: Record<string, PipelineFigures>; unscanned_over_scanned_msgs_per_s: Record<string, number>; messages_per_run: number; runs: number };
+    console.log(`mail pipeline ext -> relay -> store Maildir, ${mail.messages_per_run} messages x ${mail.runs} runs, ${LOAD_SESSIONS} sessions (medians)`);
+    console.log(`${"case".padEnd(22)} ${"msg/s".padStart(7)} ${"accept/s".padStart(9)} ${"p50 s".padStart(7)} ${"p99 s".padStart(7)}`);
+    for (const [label, set] of [["spamd on", mail.scanned], ["spamd off", mail.unscanned]] as const)
+        for (const [size, f] of Object.entries(set))
+            console.log(`${`${label}, ${size}`.padEnd(22)} ${String(f.messagesPerSecond).padStart(7)} ${String(f.acceptedPerSecond).padStart(9)} ${String(f.latencyP50_s).padStart(7)} ${String(f.latencyP99_s).padStart(7)}`);
+    console.log(`unscanned / scanned msg/s: ${JSON.stringify(mail.unscanned_over_scanned_msgs_per_s)}`);
+}
+
+main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+});

@@ -5,6 +5,7 @@ import { fqdnOf, hostsWithRole } from "../config";
 import { basePart, eximPart, templateData } from "../parts/common";
 import { USERDB_SYNC_USER } from "./relay";
 import { storeMaintenancePart } from "../parts/storeMaintenance";
+import { backupPart } from "../parts/backup";
 
 export const ACCOUNT_DB = "/var/vmaildb/user.db";
 
@@ -103,6 +104,7 @@ export function planImap(cfg: StackConfig, host: string): HostPlan {
         userdbPushPart(cfg),
         storeDeliveryPart(cfg),
         storeMaintenancePart(cfg),
+        backupPart(cfg),
     );
 }
 

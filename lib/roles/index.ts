@@ -8,6 +8,7 @@ import { planOtrs } from "./otrs";
 import { planLists } from "./lists";
 import { planRelay } from "./relay";
 import { planRt } from "./rt";
+import { withBackupReceiver } from "../parts/backup";
 
 export { planImap } from "./imap";
 export { aliasFiles, planRelay } from "./relay";
@@ -49,5 +50,5 @@ export function planHost(cfg: StackConfig, host: string): HostPlan {
 export function planFleet(cfg: StackConfig): HostPlan[] {
     return Object.keys(cfg.hosts)
         .sort()
-        .map((h) => planHost(cfg, h));
+        .map((h) => withBackupReceiver(cfg, planHost(cfg, h)));
 }

@@ -41,7 +41,7 @@ async function runProgram(config: Record<string, unknown>, secrets: Record<strin
     }
 }
 
-const SECRETS = { smokePassword: "pw", ldapPassword: "ldap-pass-123", otrsDbPassword: "otrs-pass-123", tlsPrivateKey: "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----", userdbSyncKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----", bayesLearnKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nb\n-----END OPENSSH PRIVATE KEY-----" };
+const SECRETS = { smokePassword: "pw", ldapPassword: "ldap-pass-123", otrsDbPassword: "otrs-pass-123", tlsPrivateKey: "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----", userdbSyncKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----", bayesLearnKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nb\n-----END OPENSSH PRIVATE KEY-----", backupKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nc\n-----END OPENSSH PRIVATE KEY-----" };
 
 const isSecret = (v: unknown) => !!v && typeof v === "object" && (v as any)[SECRET_SIG] === pulumi.runtime.specialSecretSig;
 

@@ -1,0 +1,82 @@
+// Daily backups of the IMAP store (mailboxes + account DB) to another host of the stack, and the
+// restore command. The store side is merged into the imap role; the receiving side (a forced-command
+// rrsync key, dated hard-linked snapshots, retention) goes onto the configured target host.
+import { fqdnOf, StackConfig } from "../config";
+import { HostPlan, render } from "../plan";
+import { ACCOUNT_DB } from "../roles/imap";
+
+export const BACKUP_USER = "mailinfra-backup";
+export const BACKUP_DIR = "/var/backups/mailinfra";
+/** Written by the store after every successful backup: "<snapshot> <method> <target>". */
+export const BACKUP_STAMP = "/var/lib/mailinfra/backup-last";
+
+function scriptFile(path: string, template: string, data: Record<string, unknown>) {
+    return { path, content: render(template, data), mode: "0755", owner: "root", group: "root", validate: `bash -n "$NEW"` };
+}
+
+/** The store: backup and restore scripts, the backup key, the daily cron. Empty without mailinfra:backup. */
+export function backupPart(cfg: StackConfig): Partial<HostPlan> {
+    const b = cfg.backup;
+    if (!b) return {};
+    const data = { target: fqdnOf(cfg, b.targetHost), targetUser: BACKUP_USER, keepDays: b.keepDays, accountDb: ACCOUNT_DB };
+    return {
+        packages: ["rsync", "openssh-client", "sqlite3"],
+        files: [
+            {
+                path: "/root/.ssh/mailinfra-backup",
+                content: "(rendered from secrets)",
+                secret: true,
+                fromSecrets: { names: ["backupKey"], render: (s) => `${s.backupKey.trim()}\n` },
+                mode: "0600",
+                owner: "root",
+                group: "root",
+            },
+            scriptFile("/usr/local/sbin/mailinfra-backup", "imap/usr/local/sbin/mailinfra-backup.ejs", data),
+            scriptFile("/usr/local/sbin/mailinfra-restore", "imap/usr/local/sbin/mailinfra-restore.ejs", data),
+        ],
+        cron: [{ name: "mailinfra-backup", schedule: b.schedule, user: "root", command: "/usr/local/sbin/mailinfra-backup >/dev/null" }],
+    };
+}
+
+/** The backup target: a user whose only key may run rrsync into BACKUP_DIR (plus begin/finish/list). */
+export function backupReceiverPart(cfg: StackConfig, host: string): Partial<HostPlan> {
+    const b = cfg.backup;
+    if (!b || b.targetHost !== host) return {};
+    const home = `/var/lib/${BACKUP_USER}`;
+    return {
+        // rrsync (in Debian's rsync package) is a python3 script
+        packages: ["rsync", "python3"],
+        users: [{ name: BACKUP_USER, home, createHome: true, system: true }],
+        directories: [
+            { path: `${home}/.ssh`, mode: "0700", owner: BACKUP_USER, group: BACKUP_USER },
+            { path: BACKUP_DIR, mode: "0700", owner: BACKUP_USER, group: BACKUP_USER },
+        ],
+        files: [
+            scriptFile("/usr/local/sbin/mailinfra-backup-receive", "backup/usr/local/sbin/mailinfra-backup-receive.ejs", { dir: BACKUP_DIR, keepDays: b.keepDays }),
+            {
+                path: `${home}/.ssh/authorized_keys`,
+                content: `restrict,command="/usr/local/sbin/mailinfra-backup-receive" ${b.publicKey}\n`,
+                mode: "0600",
+                owner: BACKUP_USER,
+                group: BACKUP_USER,
+            },
+        ],
+    };
+}
+
+/** Adds the receiving side to the plan of the backup target host (any role). */
+export function withBackupReceiver(cfg: StackConfig, plan: HostPlan): HostPlan {
+    const part = backupReceiverPart(cfg, plan.host);
+    if (!part.files) return plan;
+    const paths = new Set([...plan.files.map((f) => f.path), ...plan.directories.map((d) => d.path)]);
+    for (const p of [...part.files.map((f) => f.path), ...part.directories!.map((d) => d.path)])
+        if (paths.has(p)) throw new Error(`plan for ${plan.host}: ${p} is managed twice (backup target)`);
+    // a shallow merge: file specs carry functions (fromSecrets) that a deep clone would drop
+    return {
+        ...plan,
+        packages: [...new Set([...plan.packages, ...part.packages!])].sort(),
+        users: [...plan.users, ...part.users!],
+        directories: [...plan.directories, ...part.directories!],
+        files: [...plan.files, ...part.files],
+    };
+}

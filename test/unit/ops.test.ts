@@ -1,0 +1,139 @@
+// Operator commands' pure layer: status verdicts, the drift comparison, the backup plan and its config.
+import { describe, expect, it } from "vitest";
+import { ConfigError, parseStackConfig } from "../../lib/config";
+import { compareHost, expectedHost, observeScript, parseObservation } from "../../lib/drift";
+import { sha256 } from "../../lib/hash";
+import { planFleet } from "../../lib/roles";
+import { checkCertificate, checkDns, checkPorts, checkProbe, checkTlsVersions, exitCodeOf, expectedDnsRecords, mxHosts, renderTable } from "../../lib/status";
+import { stackConfig } from "./stackConfig";
+
+const lab = () => parseStackConfig(stackConfig("lab"));
+const NOW = new Date("2026-11-24T12:00:00Z");
+const SECRETS = { smokePassword: "pw", ldapPassword: "ldap-pass-123", otrsDbPassword: "otrs-pass-123", tlsPrivateKey: "KEY", userdbSyncKey: "SYNC", backupKey: "BACKUPKEY" };
+
+describe("status verdicts", () => {
+    it("warns about a certificate expiring within 14 days and fails an expired one", () => {
+        expect(checkCertificate("sanger", 993, new Date("2027-11-24T12:00:00Z"), NOW).verdict).toBe("ok");
+        const soon = checkCertificate("sanger", 993, new Date("2026-11-30T12:00:00Z"), NOW);
+        expect(soon).toMatchObject({ verdict: "warn", detail: expect.stringMatching(/^expires in 6\.0 days/) });
+        expect(checkCertificate("sanger", 993, new Date("2026-11-01T00:00:00Z"), NOW).verdict).toBe("fail");
+    });
+
+    it("fails a port that offers TLS 1.0 or 1.1", () => {
+        expect(checkTlsVersions("mchenry", 465, ["TLSv1.2", "TLSv1.3"]).verdict).toBe("ok");
+        expect(checkTlsVersions("mchenry", 465, ["TLSv1.1", "TLSv1.2"])).toMatchObject({ verdict: "fail", detail: expect.stringContaining("TLSv1.1") });
+        expect(checkTlsVersions("mchenry", 465, []).verdict).toBe("fail");
+    });
+
+    it("fails a missing listener and a reachable plaintext IMAP port", () => {
+        const checks = checkPorts("sanger", "imap", [25, 465, 587], { 25: true, 465: true, 587: true, 993: false, 143: true });
+        expect(checks.filter((c) => c.verdict === "fail").map((c) => c.check)).toEqual(["port 993", "port 143"]);
+    });
+
+    it("exits 1 on a failure, 2 on warnings only, 0 when all is well, and prints one table row per check", () => {
+        const ok = { host: "a", check: "x", verdict: "ok" as const, detail: "" };
+        expect(exitCodeOf([ok])).toBe(0);
+        expect(exitCodeOf([ok, { ...ok, verdict: "warn" }])).toBe(2);
+        expect(exitCodeOf([ok, { ...ok, verdict: "warn" }, { ...ok, verdict: "fail" }])).toBe(1);
+        expect(renderTable([ok, { ...ok, check: "y", verdict: "fail", detail: "broken" }])).toMatch(/^HOST +CHECK +STATUS +DETAIL\na +x +OK\na +y +FAIL +broken\n\nFAIL: 1 ok, 0 warn, 1 fail$/);
+    });
+
+    it("matches served DNS records against the model and names what is missing or unexpected", () => {
+        const expected = expectedDnsRecords(lab());
+        const served: Record<string, string[]> = {};
+        for (const r of expected) {
+            const key = `${r.type} ${r.name}`;
+            served[key] = [...(served[key] ?? []), r.type === "MX" ? `${r.priority} ${r.content}` : r.content];
+        }
+        expect(checkDns(expected, served)[0].verdict).toBe("ok");
+        served["A sanger.lab.test"] = ["198.51.100.16"];
+        const bad = checkDns(expected, served);
+        expect(bad[0].verdict).toBe("fail");
+        expect(bad.find((c) => c.check === "A sanger.lab.test")?.detail).toBe("missing 198.51.100.12; unexpected 198.51.100.16");
+    });
+
+    it("probes the relay and the secondary MX for open relaying, and judges a 250 as a failure", () => {
+        expect(mxHosts(lab())).toEqual(["mchenry", "lily"]);
+        expect(checkProbe({ host: "mchenry", probe: "open relay", answer: "250 Accepted", refused: false }).verdict).toBe("fail");
+    });
+});
+
+describe("drift audit", () => {
+    const plan = planFleet(lab()).find((p) => p.host === "mchenry")!;
+    const expected = expectedHost(plan, SECRETS);
+    const alias = expected.files.find((f) => f.path === "/etc/exim4/aliases/wikimedia.test")!;
+
+    /** What observeScript would print for a host that is exactly as rendered. */
+    function clean(): string {
+        return [
+            ...expected.files.map((f) => `file\t${f.path}\t${f.owner} ${f.group} ${parseInt(f.mode, 8).toString(8)}\t${f.sha256}`),
+            ...expected.directories.map((d) => `dir\t${d.path}\t${d.owner} ${d.group} ${parseInt(d.mode, 8).toString(8)}`),
+            ...expected.packages.map((p) => `pkg\t${p}\tii`),
+            ...expected.services.map((s) => `svc\t${s}\tactive enabled`),
+        ].join("\n");
+    }
+
+    it("finds nothing on a host exactly as rendered", () => {
+        expect(compareHost(expected, parseObservation(clean()))).toEqual([]);
+    });
+
+    it("reports a hand-edited alias file with a content diff, and a changed mode", () => {
+        const edited = clean()
+            .replace(alias.sha256, sha256(alias.content + "extra: someone\n"))
+            .replace(`/etc/exim4/system_filter\troot root 644`, `/etc/exim4/system_filter\troot root 666`);
+        // in plan order, which the test does not pin
+        expect(compareHost(expected, parseObservation(edited))).toEqual(
+            expect.arrayContaining([
+                { kind: "file", name: "/etc/exim4/system_filter", what: "mode 0666, expected 0644", contentDiffers: false },
+                { kind: "file", name: "/etc/exim4/aliases/wikimedia.test", what: "content differs", contentDiffers: true },
+            ]),
+        );
+        expect(compareHost(expected, parseObservation(edited))).toHaveLength(2);
+    });
+
+    it("compares secret files by hash only and never carries their content", () => {
+        const secrets = expected.files.filter((f) => f.secret);
+        expect(secrets.map((f) => f.path)).toContain("/etc/exim4/secrets.conf");
+        expect(secrets.every((f) => f.content === undefined)).toBe(true);
+        expect(observeScript(expected)).not.toContain("ldap-pass-123");
+        const items = compareHost(expected, parseObservation(clean().replace(secrets[0].sha256, sha256("other"))));
+        expect(items).toEqual([{ kind: "file", name: secrets[0].path, what: "content differs (secret: compared by hash only)", contentDiffers: false }]);
+    });
+
+    it("reports a stopped service, a missing package and a missing cron file", () => {
+        const o = parseObservation(clean().replace("svc\tspamd\tactive enabled", "svc\tspamd\tinactive enabled").replace("pkg\tunbound\tii", "pkg\tunbound\t").replace(/file\t\/etc\/cron\.d\/[^\n]*/, "file\t/etc/cron.d/x\tmissing"));
+        expect(compareHost(expected, o).map((i) => `${i.kind} ${i.name}: ${i.what}`)).toEqual(
+            expect.arrayContaining(["service spamd: inactive, enabled (expected active, enabled)", "package unbound: not installed"]),
+        );
+    });
+});
+
+describe("backups", () => {
+    const plans = planFleet(lab());
+    it("plans the backup on the store and the forced-command rrsync receiver on the target only", () => {
+        const sanger = plans.find((p) => p.host === "sanger")!;
+        const lily = plans.find((p) => p.host === "lily")!;
+        expect(sanger.cron.map((c) => c.name)).toContain("mailinfra-backup");
+        expect(sanger.files.find((f) => f.path === "/root/.ssh/mailinfra-backup")).toMatchObject({ secret: true, mode: "0600" });
+        expect(sanger.files.find((f) => f.path === "/usr/local/sbin/mailinfra-backup")?.content).toContain("mailinfra-backup@lily.lab.test");
+        const keys = lily.files.find((f) => f.path === "/var/lib/mailinfra-backup/.ssh/authorized_keys")!;
+        expect(keys.content).toMatch(/^restrict,command="\/usr\/local\/sbin\/mailinfra-backup-receive" ssh-ed25519 /);
+        expect(lily.packages).toEqual(expect.arrayContaining(["rsync", "python3"]));
+        expect(plans.filter((p) => p.files.some((f) => f.path.includes("mailinfra-backup-receive"))).map((p) => p.host)).toEqual(["lily"]);
+    });
+
+    it("rejects a backup target that is not a host, or the store itself", () => {
+        const withTarget = (t: string) => {
+            const raw = structuredClone(stackConfig("lab")) as any;
+            raw.backup.targetHost = t;
+            try {
+                parseStackConfig(raw);
+                return [];
+            } catch (e) {
+                return (e as ConfigError).problems;
+            }
+        };
+        expect(withTarget("nosuch")).toEqual(["mailinfra:backup.targetHost: nosuch is not a host of mailinfra:hosts"]);
+        expect(withTarget("sanger")).toEqual(["mailinfra:backup.targetHost: sanger is the IMAP store itself; backups go to another host"]);
+    });
+});
