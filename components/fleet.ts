@@ -44,11 +44,14 @@ export function deployFleet(cfg: StackConfig, config = new pulumi.Config("mailin
     };
     const sshPrivateKey = config.getSecret("sshPrivateKey");
     const hosts: Record<string, MailHost> = {};
-    // the relays first: the store's account-DB push needs them converged
-    const order = planFleet(cfg).sort((a, b) => Number(b.role === "relay") - Number(a.role === "relay"));
+    // the relays first (the store's account-DB push needs them), then the backup host (a rebuilt store
+    // restores from it before its first push)
+    const rank = (p: { host: string; role: string }) => (p.role === "relay" ? 0 : p.host === cfg.backup?.targetHost ? 1 : 2);
+    const order = planFleet(cfg).sort((a, b) => rank(a) - rank(b));
     for (const plan of order) {
         const h = cfg.hosts[plan.host];
         const relays = Object.values(hosts).filter((x) => x.role === "relay");
+        const backupHost = plan.role === "imap" && cfg.backup ? hosts[cfg.backup.targetHost] : undefined;
         hosts[plan.host] = new MailHost(plan.host, {
             plan,
             connection: pulumi.secret({
@@ -59,7 +62,7 @@ export function deployFleet(cfg: StackConfig, config = new pulumi.Config("mailin
                 privateKey: sshPrivateKey,
             }),
             secrets,
-            peers: relays.flatMap((r) => r.ready),
+            peers: [...new Set([...relays, ...(backupHost ? [backupHost] : [])])].flatMap((r) => r.ready),
         });
     }
     if (secrets.smokePassword) verifyAfterApply(cfg, hosts, secrets.smokePassword, sshPrivateKey);

@@ -123,6 +123,8 @@ export interface BackupConfig {
     schedule: string;
     /** Public half of the store's backup key (private half: secret mailinfra:backupKey). */
     publicKey: string;
+    /** A store converged with no accounts restores the latest backup before its first push to the relays. */
+    restoreOnRebuild: boolean;
 }
 
 export interface StackConfig {
@@ -348,6 +350,7 @@ export const stackConfigSchema = {
                 keepDays: { type: "integer", minimum: 1, maximum: 366, default: 7 },
                 schedule: { type: "string", pattern: "^(\\S+\\s+){4}\\S+$", default: "17 3 * * *" },
                 publicKey: { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+=* ?[^\\n]*$" },
+                restoreOnRebuild: { type: "boolean", default: true },
             },
         },
         smoke: {

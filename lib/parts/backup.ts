@@ -2,7 +2,7 @@
 // restore command. The store side is merged into the imap role; the receiving side (a forced-command
 // rrsync key, dated hard-linked snapshots, retention) goes onto the configured target host.
 import { fqdnOf, StackConfig } from "../config";
-import { HostPlan, render } from "../plan";
+import { HostPlan, render, StepSpec } from "../plan";
 import { ACCOUNT_DB } from "../roles/imap";
 
 export const BACKUP_USER = "mailinfra-backup";
@@ -36,6 +36,40 @@ export function backupPart(cfg: StackConfig): Partial<HostPlan> {
         ],
         cron: [{ name: "mailinfra-backup", schedule: b.schedule, user: "root", command: "/usr/local/sbin/mailinfra-backup >/dev/null" }],
     };
+}
+
+/**
+ * Cold failover in one `pulumi up`: a store that holds no account (the smoke account aside) restores the
+ * latest finished backup before its account DB is first pushed to the relays, so they never get an empty
+ * copy (that would be a 550 for every user until a manual restore). It runs when the step is created
+ * (a new or rebuilt store) and never touches a store that has accounts. The backup host is converged
+ * first ("peers"), so an unreachable backup is an error, not an empty start.
+ */
+export function restoreOnRebuildStep(cfg: StackConfig): StepSpec[] {
+    const b = cfg.backup;
+    if (!b?.restoreOnRebuild) return [];
+    const target = fqdnOf(cfg, b.targetHost);
+    const smoke = cfg.smoke.enabled ? cfg.smoke.account.toLowerCase() : "";
+    return [
+        {
+            name: "restore-on-rebuild",
+            after: ["files", "peers"],
+            script: [
+                `accounts=$(sqlite3 ${ACCOUNT_DB} "SELECT count(*) FROM account WHERE lower(localpart || '@' || domain) <> '${smoke}';")`,
+                `if [ "$accounts" -gt 0 ]; then echo "restore-on-rebuild: the store has $accounts account(s): nothing restored"; exit 0; fi`,
+                `if ! snapshots=$(/usr/local/sbin/mailinfra-restore --list 2>&1); then`,
+                `    echo "restore-on-rebuild: cannot list the backups on ${target}: $snapshots" >&2`,
+                `    echo "An empty store must not go live while a backup of it may exist (the relays would reject every user)." >&2`,
+                `    echo "Fix the backup host, or set mailinfra:backup.restoreOnRebuild to false to start with an empty store." >&2`,
+                `    exit 1`,
+                `fi`,
+                `latest=$(printf '%s\n' "$snapshots" | sed -n 1p)`,
+                `if [ -z "$latest" ]; then echo "restore-on-rebuild: no backup on ${target} yet: a new store starts empty"; exit 0; fi`,
+                `echo "restore-on-rebuild: empty store, restoring $latest from ${target}"`,
+                `/usr/local/sbin/mailinfra-restore "$latest"`,
+            ].join("\n"),
+        },
+    ];
 }
 
 /** The backup target: a user whose only key may run rrsync into BACKUP_DIR (plus begin/finish/list). */

@@ -5,7 +5,7 @@ import { fqdnOf, hostsWithRole } from "../config";
 import { basePart, eximPart, templateData } from "../parts/common";
 import { USERDB_SYNC_USER } from "./relay";
 import { storeMaintenancePart } from "../parts/storeMaintenance";
-import { backupPart } from "../parts/backup";
+import { backupPart, restoreOnRebuildStep } from "../parts/backup";
 
 export const ACCOUNT_DB = "/var/vmaildb/user.db";
 
@@ -43,6 +43,8 @@ function accountDbPart(cfg: StackConfig): Partial<HostPlan> {
                 `echo "account DB schema version $(sqlite3 "$db" 'PRAGMA user_version;')"`,
             ].join("\n"),
         },
+        // before the smoke account and the first push: a rebuilt store comes back with its accounts
+        ...restoreOnRebuildStep(cfg),
     ];
     if (cfg.smoke.enabled) {
         const [smokeLocal, smokeDomain] = cfg.smoke.account.split("@");

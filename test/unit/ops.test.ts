@@ -122,6 +122,22 @@ describe("backups", () => {
         expect(plans.filter((p) => p.files.some((f) => f.path.includes("mailinfra-backup-receive"))).map((p) => p.host)).toEqual(["lily"]);
     });
 
+    it("restores a rebuilt (account-less) store before the smoke account and the first push to the relays", () => {
+        const sanger = plans.find((p) => p.host === "sanger")!;
+        const names = sanger.steps.map((s) => s.name);
+        expect(names.indexOf("account-db-schema")).toBeLessThan(names.indexOf("restore-on-rebuild"));
+        expect(names.indexOf("restore-on-rebuild")).toBeLessThan(names.indexOf("smoke-account"));
+        expect(names.indexOf("restore-on-rebuild")).toBeLessThan(names.indexOf("push-userdb"));
+        const step = sanger.steps.find((s) => s.name === "restore-on-rebuild")!;
+        expect(step.after).toEqual(["files", "peers"]);
+        // only a store without accounts (the smoke account aside) is restored; no backup host = error
+        expect(step.script).toContain(`<> 'smoke@wikimedia.test'`);
+        expect(step.script).toMatch(/exit 1/);
+        const off = structuredClone(stackConfig("lab")) as any;
+        off.backup.restoreOnRebuild = false;
+        expect(planFleet(parseStackConfig(off)).find((p) => p.host === "sanger")!.steps.map((s) => s.name)).not.toContain("restore-on-rebuild");
+    });
+
     it("rejects a backup target that is not a host, or the store itself", () => {
         const withTarget = (t: string) => {
             const raw = structuredClone(stackConfig("lab")) as any;
