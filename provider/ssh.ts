@@ -80,7 +80,12 @@ class HostSession {
             // The script is base64 on the command line only when stdin carries file content;
             // neither ever contains secrets in argv: secrets only travel in `stdin`.
             if (stdin === undefined) {
-                const r = await ssh.execCommand(`timeout --kill-after=30 ${SCRIPT_DEADLINE_S} bash -euo pipefail -s`, { stdin: script });
+                // The script is saved to a file first and runs with stdin from /dev/null: run as `bash -s`, any
+                // command in it that reads stdin (ssh, for one) would swallow the rest of the script unexecuted.
+                const r = await ssh.execCommand(
+                    `f=$(mktemp) && cat >"$f" && timeout --kill-after=30 ${SCRIPT_DEADLINE_S} bash -euo pipefail "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc`,
+                    { stdin: script },
+                );
                 return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
             }
             const encoded = Buffer.from(script, "utf8").toString("base64");
