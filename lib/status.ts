@@ -38,14 +38,15 @@ export type TlsMode = "implicit" | "starttls" | "none";
 export const ROLE_PORTS: Record<Role, [number, TlsMode][]> = {
     relay: [[25, "starttls"], [465, "implicit"]],
     imap: [[25, "starttls"], [465, "implicit"], [587, "starttls"], [993, "implicit"]],
-    // satellites: Exim on loopback only (they send through the relay)
-    lists: [],
+    // the secondary MX takes mail from the internet; the ticket hosts only from the relays
+    lists: [[25, "starttls"]],
     otrs: [],
     rt: [],
 };
 /** Ports that must NOT be reachable from outside (plaintext IMAP/POP). */
 export const FORBIDDEN_PORTS = [110, 143];
 
+/** Services every host of a role must run; the status command adds each host's planned services. */
 export const ROLE_SERVICES: Record<Role, string[]> = {
     relay: ["exim4", "spamd", "unbound"],
     imap: ["exim4", "dovecot", "mailinfra-push-userdb.path"],

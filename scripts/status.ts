@@ -4,6 +4,7 @@
 // from here (this machine must be outside mail.ownNetworks). Exit 0 all ok, 1 failures, 2 warnings.
 import * as dns from "dns";
 import { parseArgs } from "util";
+import { planFleet } from "../lib/roles";
 import { Check, checkAge, checkCertificate, checkDns, checkPorts, checkProbe, checkQueue, checkService, checkTlsVersions, DEFAULT_THRESHOLDS, DnsObservation, dnsKey, expectedDnsRecords, exitCodeOf, FORBIDDEN_PORTS, mxHosts, renderTable, ROLE_PORTS, ROLE_SERVICES, statusTargets } from "../lib/status";
 import { observeTls, portOpen, probeAuthBeforeTls, probeHostileLocalParts, probeOpenRelay, probePlaintextImap } from "../lib/probe";
 import { BACKUP_STAMP } from "../lib/parts/backup";
@@ -26,10 +27,11 @@ function hostScript(services: string[], role: string): string {
 
 async function hostChecks(stack: LoadedStack, now: Date): Promise<Check[]> {
     const checks: Check[] = [];
+    const planned = Object.fromEntries(planFleet(stack.cfg).map((p) => [p.host, p.services.map((s) => s.name)]));
     await Promise.all(
         statusTargets(stack.cfg).map(async (h) => {
             const mine: Check[] = [];
-            const services = ROLE_SERVICES[h.role];
+            const services = [...new Set([...ROLE_SERVICES[h.role], ...(planned[h.name] ?? [])])];
             let kv: Record<string, string> = {};
             try {
                 const r = await sessionFor(stack.connection(h.name)).run(hostScript(services, h.role));
