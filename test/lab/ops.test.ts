@@ -201,8 +201,9 @@ describe("cold failover of the store onto spare", () => {
         const up = pulumi(["up", "--stack", "lab", "--yes", "--skip-preview"], { cwd: copy });
         console.log(up.out.slice(-3000));
         expect(up.code).toBe(0);
-        expect(up.out).toMatch(/restore-on-rebuild: empty store, restoring \d{8}T\d{6}Z from lily\.lab\.test/);
         const converged = Date.now();
+        // the converge restored the backup: the probe account is in the new store's DB
+        expect(ssh(SPARE, `sqlite3 /var/vmaildb/user.db "SELECT localpart FROM account WHERE localpart = '${probe}'"`).out.trim()).toBe(probe);
         // the relay routes the restored account to spare right after the converge (no 550 window)
         expect(ssh(RELAY, `exim4 -bt ${probe}@wikimedia.test`).out).toMatch(/router = imap, transport = store_smtp\n\s+host spare\.lab\.test/);
         expect(swaksFromExt(["--server", RELAY, "--quit-after", "RCPT", "--from", "sender@example.net", "--to", `${probe}@wikimedia.test`]).out).toMatch(/RCPT TO:<failover-[0-9a-f]+@wikimedia\.test>\s*\n\s*<-\s+250 /);
