@@ -105,6 +105,9 @@ describe("lists web UI (mailman3-web)", () => {
         expect(core).toMatch(/\[archiver\.prototype\]\nenable: yes/);
         expect(archiver).toMatch(/^base_url: http:\/\/localhost\/mailman3\/hyperkitty\/$/m);
         expect(django).toContain("MAILMAN_ARCHIVER_FROM = ('127.0.0.1', '::1')");
+        // quiet manage.py runs: Debian's cron jobs would otherwise mail Django's warnings every minute
+        expect(django).toContain("DEFAULT_AUTO_FIELD = 'django.db.models.AutoField'");
+        expect(django).toMatch(/'timeout': 300,\n    'retry': 360,/);
     });
 
     it("shows only masked keys in the plan's public content (committed rendering, previews)", () => {

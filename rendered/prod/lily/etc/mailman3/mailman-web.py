@@ -79,5 +79,17 @@ SOCIALACCOUNT_PROVIDERS = {
 
 COMPRESS_OFFLINE = True
 
+# Quiet management commands: without these, every manage.py run (HyperKitty's cron jobs, each minute) prints
+# Django's W042 for every model and django-q's retry/timeout warning, and cron mails that output to www-data.
+# AutoField is what the apps' migrations already use; django-q's retry must exceed Debian's timeout of 300 s.
+DEFAULT_AUTO_FIELD = 'django.db.models.AutoField'
+Q_CLUSTER = {
+    'timeout': 300,
+    'retry': 360,
+    'save_limit': 100,
+    'orm': 'default',
+    'poll': 5,
+}
+
 # Mailman core fetches list templates from Postorius over the loopback server
 POSTORIUS_TEMPLATE_BASE_URL = 'http://localhost/mailman3/'
