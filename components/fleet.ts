@@ -1,6 +1,6 @@
 // The whole mail fleet of one stack: validated config → one MailHost per host.
 import * as pulumi from "@pulumi/pulumi";
-import { CONFIG_OBJECTS, ConfigError, hostsWithRole, parseStackConfig, StackConfig } from "../lib/config";
+import { CONFIG_OBJECTS, ConfigError, hostsWithRole, listsWebEnabled, parseStackConfig, StackConfig } from "../lib/config";
 import { planFleet } from "../lib/roles";
 import { planDnsRecords } from "../lib/dns";
 import { sha256 } from "../lib/hash";
@@ -10,7 +10,7 @@ import { verifyAfterApply } from "./smoke";
 import { RemoteFile, Script } from "./remote";
 import { SecretName } from "../lib/plan";
 
-const CONFIG_SECRETS = ["sshPrivateKey", "smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey", "cloudflareApiToken", "tlsPrivateKey", "bayesLearnKey", "backupKey"];
+const CONFIG_SECRETS = ["sshPrivateKey", "smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey", "cloudflareApiToken", "tlsPrivateKey", "bayesLearnKey", "backupKey", "mailmanWebSecret"];
 
 /** Reads every mailinfra:* key; any problem stops the program before a resource is registered. */
 export function readStackConfig(config = new pulumi.Config("mailinfra")): StackConfig {
@@ -41,6 +41,7 @@ export function deployFleet(cfg: StackConfig, config = new pulumi.Config("mailin
         tlsPrivateKey: cfg.tls.certificate ? config.requireSecret("tlsPrivateKey") : undefined,
         bayesLearnKey: cfg.mail.bayesLearnPublicKey ? config.requireSecret("bayesLearnKey") : undefined,
         backupKey: cfg.backup ? config.requireSecret("backupKey") : undefined,
+        mailmanWebSecret: listsWebEnabled(cfg) ? config.requireSecret("mailmanWebSecret") : undefined,
     };
     const sshPrivateKey = config.getSecret("sshPrivateKey");
     const hosts: Record<string, MailHost> = {};

@@ -112,6 +112,15 @@ export interface ListsConfig {
     /** Hosts @mx_secondary domains may be relayed to (the allowed primaries); default: the relay's address. */
     primaryMx: string[];
     lists: MailingListConfig[];
+    /** Mailman's web UI (Postorius + HyperKitty, Debian's mailman3-web) behind nginx with the host's TLS certificate. */
+    web: ListsWebConfig;
+}
+
+export interface ListsWebConfig {
+    /** Default true; needs the secret mailinfra:mailmanWebSecret (Django key, REST password, archiver key derive from it). */
+    enabled: boolean;
+    /** Extra names the UI answers to (Django ALLOWED_HOSTS, nginx server_name) besides the host's FQDN and the lists domain. */
+    hostnames: string[];
 }
 
 export interface BackupConfig {
@@ -230,6 +239,15 @@ export const stackConfigSchema = {
                             owner: mailbox,
                             members: { type: "array", items: mailbox, uniqueItems: true, default: [] },
                         },
+                    },
+                },
+                web: {
+                    type: "object",
+                    additionalProperties: false,
+                    default: {},
+                    properties: {
+                        enabled: { type: "boolean", default: true },
+                        hostnames: { type: "array", items: domain, uniqueItems: true, default: [] },
                     },
                 },
             },
@@ -481,6 +499,11 @@ function semanticProblems(cfg: StackConfig): string[] {
             problems.push(`mailinfra:smoke.account: ${cfg.smoke.account} is not in a local domain`);
     }
     return problems;
+}
+
+/** Whether a lists host runs Mailman's web UI (and so needs the secret mailinfra:mailmanWebSecret). */
+export function listsWebEnabled(cfg: StackConfig): boolean {
+    return cfg.lists.web.enabled && hostsWithRole(cfg, "lists").length > 0;
 }
 
 /** The lists domain: lists.domain, else the relay's legacy-rewrite target relay.listsDomain. */

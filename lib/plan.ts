@@ -23,7 +23,7 @@ export interface FileSpec {
 }
 
 /** Every secret a rendered host file may need (stack config key mailinfra:<name>). */
-export const SECRET_NAMES = ["smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey", "tlsPrivateKey", "bayesLearnKey", "backupKey"] as const;
+export const SECRET_NAMES = ["smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey", "tlsPrivateKey", "bayesLearnKey", "backupKey", "mailmanWebSecret"] as const;
 export type SecretName = (typeof SECRET_NAMES)[number];
 
 export interface UserSpec {

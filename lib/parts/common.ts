@@ -38,7 +38,7 @@ export function basePart(cfg: StackConfig, host: string): Partial<HostPlan> {
     const fqdn = fqdnOf(cfg, host);
     const tls = cfg.tls.certificate
         ? [
-              { path: MANAGED_TLS.certificate, content: cfg.tls.certificate.trim() + "\n", mode: "0644", owner: "root", group: "root", validate: `openssl x509 -noout -in "$NEW"`, notify: ["exim4", "dovecot"] },
+              { path: MANAGED_TLS.certificate, content: cfg.tls.certificate.trim() + "\n", mode: "0644", owner: "root", group: "root", validate: `openssl x509 -noout -in "$NEW"`, notify: ["exim4", "dovecot", "nginx"] },
               {
                   // readable by the ssl-cert group (Debian-exim is in it); checked against the certificate
                   path: MANAGED_TLS.privateKey,
@@ -50,7 +50,7 @@ export function basePart(cfg: StackConfig, host: string): Partial<HostPlan> {
                   group: "ssl-cert",
                   validate: `[ "$(openssl pkey -in "$NEW" -pubout 2>/dev/null)" = "$(openssl x509 -in ${MANAGED_TLS.certificate} -noout -pubkey)" ] || { echo "the TLS private key does not match ${MANAGED_TLS.certificate}"; exit 1; }`,
                   requires: [MANAGED_TLS.certificate],
-                  notify: ["exim4", "dovecot"],
+                  notify: ["exim4", "dovecot", "nginx"],
               },
           ]
         : [];

@@ -1,13 +1,17 @@
 // The lists host / secondary MX (seed: lily): Exim with the relay's inbound policy (shared ACL and spam
 // parts, spamd), relaying for the fleet's domains with recipient callouts to the primary, and Mailman 3
 // core (Debian) behind it over LMTP, with lists created from stack config.
-import { hostsWithRole, listsDomainOf, StackConfig } from "../config";
+import { createHmac } from "crypto";
+import { fqdnOf, hostsWithRole, listsDomainOf, listsWebEnabled, StackConfig } from "../config";
 import { emptyPlan, FileSpec, HostPlan, mergePlans, render } from "../plan";
-import { basePart, eximPart, templateData } from "../parts/common";
+import { basePart, eximPart, MANAGED_TLS, templateData } from "../parts/common";
 import { inboundFilterPart, spamassassinPart, spamPolicyData } from "../parts/relayServices";
 
 /** Mailman's prototype archiver: one Maildir per list, $MAILMAN_ARCHIVE_DIR/<list address>/new/<message>. */
 export const MAILMAN_LMTP_PORT = 8024;
+
+/** Mailman core's REST API (bound to 127.0.0.1; the web UI's only way into core). */
+export const MAILMAN_REST_PORT = 8001;
 
 export const MAILMAN_ARCHIVE_DIR = "/var/lib/mailman3/archives/prototype";
 
@@ -100,20 +104,61 @@ export function listsStepScript(cfg: StackConfig): string {
     return lines.join("\n") + "\n";
 }
 
+/** The web UI's three shared keys (Django SECRET_KEY, REST admin password, HyperKitty archiver key). */
+export interface MailmanWebKeys {
+    djangoSecretKey: string;
+    restPassword: string;
+    archiverKey: string;
+}
+
+/**
+ * One stack secret instead of three: each key is HMAC-SHA256(mailmanWebSecret, its own label), so the keys are
+ * independent of each other, stable across converges (a second `pulumi up` changes nothing) and rotated together
+ * by setting a new mailmanWebSecret. All three only ever meet on this host, so one root of trust loses nothing.
+ */
+export function mailmanWebKeys(mailmanWebSecret: string): MailmanWebKeys {
+    const derive = (label: string) => createHmac("sha256", mailmanWebSecret).update(`mailinfra mailman3-web ${label}`).digest("hex");
+    return { djangoSecretKey: derive("django SECRET_KEY"), restPassword: derive("mailman REST admin_pass"), archiverKey: derive("hyperkitty api_key") };
+}
+
+/** What the committed rendering and previews show in place of the derived keys. */
+const MASKED_WEB_KEYS: MailmanWebKeys = {
+    djangoSecretKey: "(derived from secret mailinfra:mailmanWebSecret)",
+    restPassword: "(derived from secret mailinfra:mailmanWebSecret)",
+    archiverKey: "(derived from secret mailinfra:mailmanWebSecret)",
+};
+
+/** Names the web UI answers to: the host's FQDN, lists.web.hostnames, and localhost (Mailman core's archiver). */
+export function mailmanWebHostnames(cfg: StackConfig, host: string): string[] {
+    return [...new Set([fqdnOf(cfg, host), ...cfg.lists.web.hostnames])];
+}
+
+/** A file whose content needs the derived web keys: the masked rendering is its public face, the real one a secret. */
+function withWebKeys(spec: Omit<FileSpec, "content">, renderWith: (keys: MailmanWebKeys) => string): FileSpec {
+    return {
+        ...spec,
+        content: renderWith(MASKED_WEB_KEYS),
+        fromSecrets: { names: ["mailmanWebSecret"], render: (s) => renderWith(mailmanWebKeys(s.mailmanWebSecret)) },
+    };
+}
+
 function mailmanPart(cfg: StackConfig, host: string): Partial<HostPlan> {
-    const data = { ...templateData(cfg, host), siteOwner: cfg.mail.postmaster };
+    const web = listsWebEnabled(cfg);
+    const data = { ...templateData(cfg, host), siteOwner: cfg.mail.postmaster, restPort: MAILMAN_REST_PORT };
+    const coreConfig: Omit<FileSpec, "content"> = {
+        path: "/etc/mailman3/mailman.cfg",
+        mode: "0640",
+        owner: "root",
+        group: "list",
+        validate: `runuser -u list -- mailman -C "$NEW" info >/dev/null`,
+        notify: ["mailman3"],
+    };
+    const renderCore = (keys?: MailmanWebKeys) => render("lists/etc/mailman3/mailman.cfg.ejs", { ...data, web: keys && { restPassword: keys.restPassword } });
     return {
         packages: ["mailman3"],
         files: [
-            {
-                path: "/etc/mailman3/mailman.cfg",
-                content: render("lists/etc/mailman3/mailman.cfg.ejs", data),
-                mode: "0640",
-                owner: "root",
-                group: "list",
-                validate: `runuser -u list -- mailman -C "$NEW" info >/dev/null`,
-                notify: ["mailman3"],
-            },
+            ...(web ? [hyperkittyArchiverFile(cfg, host)] : []),
+            web ? { ...withWebKeys(coreConfig, renderCore), requires: ["/etc/mailman3/mailman-hyperkitty.cfg"] } : { ...coreConfig, content: renderCore() },
             {
                 // "started" = LMTP answers: Exim's first delivery after a (re)start must not hit a closed port and
                 // mark 127.0.0.1 as down until the next retry time
@@ -136,6 +181,106 @@ function mailmanPart(cfg: StackConfig, host: string): Partial<HostPlan> {
     };
 }
 
+/** Debian's answers for mailman3-web: dbconfig-common with SQLite, no web server touched (nginx is ours). */
+export const MAILMAN_WEB_DEBCONF = [
+    "mailman3-web mailman3-web/dbconfig-install boolean true",
+    "mailman3-web mailman3-web/database-type select sqlite3",
+    "mailman3-web mailman3-web/configure-webserver multiselect none",
+    "mailman3-web mailman3-web/restart-webserver boolean false",
+].join("\n");
+
+/** Mailman core's HyperKitty archiver (python3-mailman-hyperkitty): where to post each message, with which key. */
+function hyperkittyArchiverFile(cfg: StackConfig, host: string): FileSpec {
+    return withWebKeys(
+        {
+            path: "/etc/mailman3/mailman-hyperkitty.cfg",
+            mode: "0640",
+            owner: "root",
+            group: "list",
+            validate: `python3 -c 'import configparser, sys; c = configparser.ConfigParser(); c.read_file(open(sys.argv[1])); [c["general"][k] for k in ("base_url", "api_key")]' "$NEW"`,
+            notify: ["mailman3"],
+        },
+        (keys) => render("lists/etc/mailman3/mailman-hyperkitty.cfg.ejs", { ...templateData(cfg, host), archiverKey: keys.archiverKey }),
+    );
+}
+
+/** Django's settings are checked with Debian's settings.py around the staged file, as the user uwsgi runs as. */
+const DJANGO_CHECK = [
+    `d=$(mktemp -d) && trap 'rm -rf "$d"' EXIT && chmod 0755 "$d"`,
+    `install -m 0644 /usr/share/mailman3-web/settings.py "$d/" && ln -s "$NEW" "$d/settings_local.py"`,
+    `cd /usr/share/mailman3-web && runuser -u www-data -- env PYTHONPATH="$d:/usr/share/mailman3-web" python3 /usr/bin/django-admin check --settings settings --no-color`,
+].join("\n");
+
+/** nginx -t on the staged site alone, inside a minimal main config. */
+const NGINX_CHECK = [
+    `d=$(mktemp -d) && trap 'rm -rf "$d"' EXIT`,
+    `printf 'pid %s/nginx.pid;\\nerror_log stderr;\\nevents {}\\nhttp {\\n  include /etc/nginx/mime.types;\\n  include %s;\\n}\\n' "$d" "$NEW" > "$d/nginx.conf"`,
+    `nginx -t -q -c "$d/nginx.conf"`,
+].join("\n");
+
+/** Idempotent, like Debian's postinst (update_django): schema, static files, compressed assets; the site's name. */
+export function mailmanWebStepScript(cfg: StackConfig, host: string): string {
+    const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+    const name = mailmanWebHostnames(cfg, host)[0];
+    return [
+        "set -euo pipefail",
+        // Debian's welcome page would answer plain HTTP instead of the redirect to HTTPS
+        "rm -f /etc/nginx/sites-enabled/default",
+        `dj() { (cd /usr/share/mailman3-web && runuser -u www-data -- python3 /usr/bin/django-admin "$@" --pythonpath /usr/share/mailman3-web --settings settings --no-color); }`,
+        "dj migrate --no-input --verbosity 0",
+        "dj collectstatic --no-input --verbosity 0",
+        "dj compress --verbosity 0 >/dev/null",
+        // the name in links of mails Django sends (sign-up confirmations) and HyperKitty's page titles
+        `dj shell --command ${q(`from django.contrib.sites.models import Site; Site.objects.update_or_create(id=1, defaults={"domain": "${name}", "name": "${name}"})`)}`,
+        "",
+    ].join("\n");
+}
+
+/** Postorius + HyperKitty as Debian ships them (uwsgi on a socket, qcluster, cron), nginx in front with TLS. */
+function mailmanWebPart(cfg: StackConfig, host: string): Partial<HostPlan> {
+    const hostnames = mailmanWebHostnames(cfg, host);
+    const data = {
+        ...templateData(cfg, host),
+        listsDomain: listsDomainOf(cfg) ?? fqdnOf(cfg, host),
+        restPort: MAILMAN_REST_PORT,
+        // Host: localhost is how Mailman core's archiver and template fetches arrive (nginx loopback server)
+        allowedHosts: [...hostnames, "localhost"],
+        hostnames,
+    };
+    return {
+        packages: ["mailman3-web", "python3-mailman-hyperkitty", "nginx"],
+        debconf: MAILMAN_WEB_DEBCONF,
+        files: [
+            withWebKeys(
+                {
+                    path: "/etc/mailman3/mailman-web.py",
+                    mode: "0640",
+                    owner: "root",
+                    group: "www-data",
+                    validate: DJANGO_CHECK,
+                    notify: ["mailman3-web"],
+                },
+                (keys) => render("lists/etc/mailman3/mailman-web.py.ejs", { ...data, ...keys }),
+            ),
+            {
+                path: "/etc/nginx/sites-enabled/mailman3-web",
+                content: render("lists/etc/nginx/sites-enabled/mailman3-web.ejs", data),
+                mode: "0644",
+                owner: "root",
+                group: "root",
+                validate: NGINX_CHECK,
+                requires: cfg.tls.certificate ? [MANAGED_TLS.certificate, MANAGED_TLS.privateKey] : [],
+                notify: ["nginx"],
+            },
+        ],
+        steps: [{ name: "mailman-web", script: mailmanWebStepScript(cfg, host), after: ["files"] }],
+        services: [
+            { name: "mailman3-web", onChange: "restart" },
+            { name: "nginx", onChange: "reload-or-restart" },
+        ],
+    };
+}
+
 export function planLists(cfg: StackConfig, host: string): HostPlan {
     const exim = eximPart("lists/etc/exim4/exim4.conf.ejs", listsTemplateData(cfg, host));
     const relayDomains = relayDomainsFile(cfg);
@@ -149,5 +294,6 @@ export function planLists(cfg: StackConfig, host: string): HostPlan {
         exim,
         spamassassinPart(cfg),
         mailmanPart(cfg, host),
+        listsWebEnabled(cfg) ? mailmanWebPart(cfg, host) : {},
     );
 }

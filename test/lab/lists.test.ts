@@ -6,6 +6,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { convergedLab, eximRoute, FLEET, must, pulumi, REPO, run, ssh, swaksFromExt, waitFor } from "./harness";
+import { stackConfig } from "../unit/stackConfig";
 
 const RELAY = "198.51.100.11";
 const STORE = "198.51.100.12";
@@ -140,6 +141,76 @@ describe("lists host / secondary MX (lily)", () => {
         it("relays for a domain whose primary MX is the relay, to the relay only", () => {
             expect(eximRoute("someone@friendly.test", LILY)).toMatch(/router = secondary, transport = remote_smtp\n\s+host mchenry\.lab\.test/);
             expect(rcptAtLily("someone@friendly.test")).toMatch(/RCPT TO:<someone@friendly\.test>\s*\n<-\s+250 Accepted/);
+        });
+    });
+
+    describe("Mailman web UI (Postorius + HyperKitty behind nginx)", () => {
+        const WEB = "lily.lab.test";
+        const CA = "/tmp/mailinfra-lab-ca.pem";
+        /** curl on ext against lily by name, verifying lily's certificate against the lab's (self-signed) one. */
+        const curlFromExt = (args: string) => ssh(EXT, `curl -sS --max-time 20 --cacert ${CA} --resolve ${WEB}:443:${LILY} --resolve ${WEB}:80:${LILY} ${args}`);
+        const webLogs = () => ssh(LILY, "tail -n 20 /var/log/mailman3/mailman.log; tail -n 20 /var/log/mailman3/web/mailman-web.log | grep -v '^\\[pid'; tail -n 5 /var/log/nginx/error.log").out;
+
+        beforeAll(() => {
+            must(run("ssh", ["-F", path.join("/var/cache/mailinfra/lab", "ssh_config"), EXT, `cat > ${CA}`], { input: (stackConfig("lab") as any).tls.certificate }), "lab certificate to ext");
+        });
+
+        it("serves Postorius over HTTPS with the managed certificate, listing the configured lists", () => {
+            const r = curlFromExt(`-w '\\nHTTP %{http_code}' https://${WEB}/mailman3/postorius/lists/`);
+            expect(r.code, r.out.slice(-2000)).toBe(0);
+            expect(r.out).toMatch(/HTTP 200$/);
+            for (const l of ["wikien-l", "foundation-l"]) expect(r.out).toContain(`${l}@lists.wikimedia.test`);
+        });
+
+        it("redirects plain HTTP to the same URL over HTTPS", () => {
+            const r = curlFromExt(`-o /dev/null -w '%{http_code} %{redirect_url}' http://${WEB}/mailman3/postorius/lists/`);
+            expect(r.out.trim()).toBe(`301 https://${WEB}/mailman3/postorius/lists/`);
+        });
+
+        it("archives a member's post in HyperKitty: it shows in the list's archive API and thread page", () => {
+            const t = tag();
+            const start = Date.now();
+            const sent = swaksFromExt(["--server", LILY, "--from", "alice@example.net", "--to", "wikien-l@lists.wikimedia.test", "--header", `Subject: archived ${t}`, "--body", `body ${t}`]);
+            expect(sent.out).toMatch(/<-\s+250 OK id=/);
+            const api = `https://${WEB}/mailman3/hyperkitty/api/list/wikien-l@lists.wikimedia.test/emails/`;
+            let emails = "";
+            const found = waitFor(() => {
+                emails = curlFromExt(api).out;
+                return emails.includes(t);
+            }, 90_000, 2000);
+            if (!found) expect.fail(`post ${t} not in HyperKitty after 90 s; API said ${emails.slice(0, 400)}\nlily:\n${webLogs()}`);
+            console.log(`HyperKitty: post visible in the archive API ${((Date.now() - start) / 1000).toFixed(1)} s after lily accepted it`);
+            const email = (JSON.parse(emails) as any[]).find((e) => e.subject.includes(t));
+            expect(email.subject).toBe(`[Wikien-l] archived ${t}`);
+            // the archive page of the thread, as a reader sees it
+            const page = curlFromExt(`https://${WEB}/mailman3/hyperkitty/list/wikien-l@lists.wikimedia.test/thread/${email.message_id_hash}/`);
+            expect(page.out).toContain(`archived ${t}`);
+        });
+
+        it("keeps Mailman's REST API on loopback: refused from ext, answering (401 without credentials) on lily", () => {
+            const outside = ssh(EXT, `curl -sS --max-time 5 -o /dev/null http://${LILY}:8001/3.1/system`);
+            expect(outside.code).not.toBe(0);
+            expect(outside.out).toMatch(/Failed to connect|Connection refused|Couldn't connect/);
+            expect(ssh(LILY, "ss -ltnH 'sport = :8001' | awk '{print $4}'").out.trim().split("\n")).toEqual(["127.0.0.1:8001"]);
+            const inside = ssh(LILY, `python3 -c 'import urllib.request, urllib.error
+try: urllib.request.urlopen("http://127.0.0.1:8001/3.1/system")
+except urllib.error.HTTPError as e: print(e.code)'`);
+            expect(inside.out.trim()).toBe("401");
+        });
+
+        it("runs Debian's mailman3-web (uwsgi with its qcluster) and nginx, enabled, with Debian's cron jobs and private settings", () => {
+            const r = ssh(LILY, "systemctl is-enabled mailman3-web nginx mailman3; systemctl is-active mailman3-web nginx mailman3; ps -eo args | grep -c '^python3 manage.py qcluster$'; grep -c 'manage.py runjobs' /etc/cron.d/mailman3-web; stat -c '%U:%G %a' /etc/mailman3/mailman-web.py /etc/mailman3/mailman-hyperkitty.cfg /etc/mailman3/mailman.cfg");
+            const [en1, en2, en3, a1, a2, a3, qcluster, cron, ...modes] = r.out.trim().split("\n");
+            expect([en1, en2, en3, a1, a2, a3]).toEqual(["enabled", "enabled", "enabled", "active", "active", "active"]);
+            expect(parseInt(qcluster, 10)).toBeGreaterThan(0);
+            expect(cron).toBe("7");
+            expect(modes).toEqual(["root:www-data 640", "root:list 640", "root:list 640"]);
+        });
+
+        it("runs HyperKitty's cron jobs silently, so cron mails nobody every minute", () => {
+            // the minutely and hourly lines of Debian's /etc/cron.d/mailman3-web, as cron runs them (any output = a mail)
+            const r = ssh(LILY, "cd / && for j in minutely hourly; do runuser -u www-data -- /usr/share/mailman3-web/manage.py runjobs $j 2>&1; echo \"$j exit $?\"; done");
+            expect(r.out.trim()).toBe("minutely exit 0\nhourly exit 0");
         });
     });
 

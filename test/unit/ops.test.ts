@@ -9,7 +9,7 @@ import { stackConfig } from "./stackConfig";
 
 const lab = () => parseStackConfig(stackConfig("lab"));
 const NOW = new Date("2026-11-24T12:00:00Z");
-const SECRETS = { smokePassword: "pw", ldapPassword: "ldap-pass-123", otrsDbPassword: "otrs-pass-123", tlsPrivateKey: "KEY", userdbSyncKey: "SYNC", backupKey: "BACKUPKEY" };
+const SECRETS = { smokePassword: "pw", ldapPassword: "ldap-pass-123", otrsDbPassword: "otrs-pass-123", tlsPrivateKey: "KEY", userdbSyncKey: "SYNC", backupKey: "BACKUPKEY", mailmanWebSecret: "MMWEB" };
 
 describe("status verdicts", () => {
     it("warns about a certificate expiring within 14 days and fails an expired one", () => {

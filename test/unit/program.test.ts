@@ -41,7 +41,7 @@ async function runProgram(config: Record<string, unknown>, secrets: Record<strin
     }
 }
 
-const SECRETS = { smokePassword: "pw", ldapPassword: "ldap-pass-123", otrsDbPassword: "otrs-pass-123", tlsPrivateKey: "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----", userdbSyncKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----", bayesLearnKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nb\n-----END OPENSSH PRIVATE KEY-----", backupKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nc\n-----END OPENSSH PRIVATE KEY-----" };
+const SECRETS = { smokePassword: "pw", ldapPassword: "ldap-pass-123", otrsDbPassword: "otrs-pass-123", tlsPrivateKey: "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----", userdbSyncKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----", bayesLearnKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nb\n-----END OPENSSH PRIVATE KEY-----", backupKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nc\n-----END OPENSSH PRIVATE KEY-----", mailmanWebSecret: "mailman-web-secret-for-test" };
 
 const isSecret = (v: unknown) => !!v && typeof v === "object" && (v as any)[SECRET_SIG] === pulumi.runtime.specialSecretSig;
 
@@ -93,6 +93,26 @@ describe("program under mocks (lab stack)", () => {
         const after = await keyTrigger("-----BEGIN PRIVATE KEY-----\nnew\n-----END PRIVATE KEY-----");
         expect(before).toBeDefined();
         expect(after).not.toBe(before);
+    });
+
+    it("deploys the web UI's settings as a secret readable by www-data only, with no derived key in clear", async () => {
+        const { resources, error } = await runProgram(stackConfig("lab"), SECRETS);
+        expect(error).toBeUndefined();
+        const files = resources.filter((r) => r.type === "mailinfra:host:File");
+        for (const p of ["/etc/mailman3/mailman-web.py", "/etc/mailman3/mailman.cfg", "/etc/mailman3/mailman-hyperkitty.cfg"]) {
+            const f = files.find((f) => f.name === `lily${p}`);
+            expect(isSecret(f?.inputs.content), p).toBe(true);
+            expect(f?.inputs.content.value).not.toContain("(derived from secret");
+        }
+        expect(files.find((f) => f.name === "lily/etc/mailman3/mailman-web.py")?.inputs).toMatchObject({ mode: "0640", owner: "root", group: "www-data" });
+        const web = resources.find((r) => r.name === "lily:service:mailman3-web");
+        expect(isSecret(web?.inputs.triggers)).toBe(true);
+    });
+
+    it("names the missing mailmanWebSecret when the lists host has the web UI", async () => {
+        const { mailmanWebSecret: _, ...without } = SECRETS;
+        const { error } = await runProgram(stackConfig("lab"), without);
+        expect(error?.message).toContain("mailinfra:mailmanWebSecret");
     });
 
     it("fails before registering anything when the config is invalid", async () => {
