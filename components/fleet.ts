@@ -49,24 +49,41 @@ export function deployFleet(cfg: StackConfig, config = new pulumi.Config("mailin
     // restores from it before its first push)
     const rank = (p: { host: string; role: string }) => (p.role === "relay" ? 0 : p.host === cfg.backup?.targetHost ? 1 : 2);
     const order = planFleet(cfg).sort((a, b) => rank(a) - rank(b));
+    const connectionOf = (name: string) =>
+        pulumi.secret({
+            host: cfg.hosts[name].address,
+            port: cfg.ssh.port,
+            user: cfg.ssh.user,
+            privateKeyPath: cfg.ssh.privateKeyPath,
+            privateKey: sshPrivateKey,
+        });
     for (const plan of order) {
-        const h = cfg.hosts[plan.host];
         const relays = Object.values(hosts).filter((x) => x.role === "relay");
         const backupHost = plan.role === "imap" && cfg.backup ? hosts[cfg.backup.targetHost] : undefined;
         hosts[plan.host] = new MailHost(plan.host, {
             plan,
-            connection: pulumi.secret({
-                host: h.address,
-                port: cfg.ssh.port,
-                user: cfg.ssh.user,
-                privateKeyPath: cfg.ssh.privateKeyPath,
-                privateKey: sshPrivateKey,
-            }),
+            connection: connectionOf(plan.host),
             secrets,
             peers: [...new Set([...relays, ...(backupHost ? [backupHost] : [])])].flatMap((r) => r.ready),
         });
     }
-    if (secrets.smokePassword) verifyAfterApply(cfg, hosts, secrets.smokePassword, sshPrivateKey);
+    // When the store moves (cold failover), the relays hold retry records the new store collected while it
+    // was still converging; mail queued for it would wait for the next queue run. Runs when the store's
+    // address changes (and on the first converge), never on a no-op.
+    const stores = hostsWithRole(cfg, "imap");
+    const flushes = hostsWithRole(cfg, "relay").map(
+        ([relay]) =>
+            new Script(
+                `${relay}:deliver-to-new-store`,
+                {
+                    connection: connectionOf(relay),
+                    create: ["sleep 1", "exim_tidydb -t 1s /var/spool/exim4 retry >/dev/null", "setsid -f exim4 -qff </dev/null >/dev/null 2>&1"].join("\n"),
+                    triggers: stores.map(([name, h]) => `${name} ${h.address}`),
+                },
+                { dependsOn: stores.flatMap(([name]) => hosts[name].ready) },
+            ),
+    );
+    if (secrets.smokePassword) verifyAfterApply(cfg, hosts, secrets.smokePassword, sshPrivateKey, flushes);
     return hosts;
 }
 

@@ -28,12 +28,12 @@ async function whereItStopped(token: string, cfg: StackConfig, privateKey?: stri
     return lines.join("\n");
 }
 
-export function verifyAfterApply(cfg: StackConfig, hosts: Record<string, MailHost>, password: pulumi.Output<string>, sshPrivateKey?: pulumi.Output<string>): void {
+export function verifyAfterApply(cfg: StackConfig, hosts: Record<string, MailHost>, password: pulumi.Output<string>, sshPrivateKey?: pulumi.Output<string>, after: pulumi.CustomResource[] = []): void {
     if (!cfg.smoke.enabled || pulumi.runtime.isDryRun()) return;
     const [[, relay]] = hostsWithRole(cfg, "relay");
     const [[, store]] = hostsWithRole(cfg, "imap");
     const converged = Object.values(hosts).flatMap((h) => h.ready.map((r) => (r as pulumi.CustomResource).id ?? (r as pulumi.ComponentResource).urn));
-    pulumi.all([password, sshPrivateKey, ...converged]).apply(async ([pw, key]) => {
+    pulumi.all([password, sshPrivateKey, ...converged, ...after.map((r) => r.id)]).apply(async ([pw, key]) => {
         const r = await smokeTest({ relayAddress: relay.address, storeAddress: store.address, account: cfg.smoke.account, password: pw as string, timeoutMs: cfg.smoke.timeoutSeconds * 1000 });
         if (!r.ok) {
             const msg = `smoke test failed: ${r.error}\nwhere the message stopped:\n${await whereItStopped(r.token, cfg, key as string | undefined)}`;
