@@ -207,7 +207,6 @@ async function main() {
     }
     const unit = timed("npx", ["vitest", "run", "--project", "unit"]);
     const prod = prodPreview();
-    Object.assign(figures, await mailPipeline());
 
     Object.assign(figures, {
         converge_s: +converge.toFixed(1),
@@ -242,6 +241,9 @@ async function main() {
     for (const [k, v] of rows) console.log(`${k.padEnd(48)} ${v}`);
     console.log(`converge per host (s after up started: first command / done; busy = time with a command running)`);
     for (const [h, a] of Object.entries(convergeHosts)) console.log(`  ${h.padEnd(10)} first ${String(a.first_s).padStart(5)}  done ${String(a.done_s).padStart(5)}  busy ${String(a.busy_s).padStart(5)}  commands ${a.commands}`);
+    // the figures so far are kept (file and output) even if the mail pipeline fails
+    Object.assign(figures, await mailPipeline());
+    fs.writeFileSync(path.join(repo, "bench", "last.json"), JSON.stringify(figures, null, 2) + "\n");
     printMail(figures);
     console.log(JSON.stringify(figures));
 }
