@@ -76,21 +76,25 @@ class HostSession {
         await this.acquire();
         try {
             this.commands++;
-            recordCommand(this.conn.host);
+            const started = Date.now();
             // The script is base64 on the command line only when stdin carries file content;
             // neither ever contains secrets in argv: secrets only travel in `stdin`.
-            if (stdin === undefined) {
-                // The script is saved to a file first and runs with stdin from /dev/null: run as `bash -s`, any
-                // command in it that reads stdin (ssh, for one) would swallow the rest of the script unexecuted.
-                const r = await ssh.execCommand(
-                    `f=$(mktemp) && cat >"$f" && timeout --kill-after=30 ${SCRIPT_DEADLINE_S} bash -euo pipefail "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc`,
-                    { stdin: script },
-                );
+            try {
+                if (stdin === undefined) {
+                    // The script is saved to a file first and runs with stdin from /dev/null: run as `bash -s`, any
+                    // command in it that reads stdin (ssh, for one) would swallow the rest of the script unexecuted.
+                    const r = await ssh.execCommand(
+                        `f=$(mktemp) && cat >"$f" && timeout --kill-after=30 ${SCRIPT_DEADLINE_S} bash -euo pipefail "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc`,
+                        { stdin: script },
+                    );
+                    return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
+                }
+                const encoded = Buffer.from(script, "utf8").toString("base64");
+                const r = await ssh.execCommand(`timeout --kill-after=30 ${SCRIPT_DEADLINE_S} bash -euo pipefail -c "$(echo ${encoded} | base64 -d)"`, { stdin });
                 return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
+            } finally {
+                recordCommand(this.conn.host, started);
             }
-            const encoded = Buffer.from(script, "utf8").toString("base64");
-            const r = await ssh.execCommand(`timeout --kill-after=30 ${SCRIPT_DEADLINE_S} bash -euo pipefail -c "$(echo ${encoded} | base64 -d)"`, { stdin });
-            return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
         } finally {
             this.release();
         }
@@ -106,9 +110,9 @@ class LocalSession {
     public commands = 0;
     async run(script: string, stdin?: string): Promise<ExecResult> {
         this.commands++;
-        recordCommand("local");
+        const started = Date.now();
         const { spawn } = await import("child_process");
-        return new Promise((resolve, reject) => {
+        return new Promise<ExecResult>((resolve, reject) => {
             const args = stdin === undefined ? ["-euo", "pipefail", "-s"] : ["-euo", "pipefail", "-c", script];
             const child = spawn("timeout", ["--kill-after=30", String(SCRIPT_DEADLINE_S), "bash", ...args], { stdio: ["pipe", "pipe", "pipe"] });
             let stdout = "";
@@ -118,7 +122,7 @@ class LocalSession {
             child.on("error", reject);
             child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
             child.stdin.end(stdin === undefined ? script : stdin);
-        });
+        }).finally(() => recordCommand("local", started));
     }
     dispose(): void {}
 }
@@ -140,11 +144,12 @@ export function sessionFor(conn: Connection): HostSession | LocalSession {
     return s;
 }
 
-/** Benchmarks count remote commands per host: one line per command in MAILINFRA_STATS_FILE
- *  (written as they run: the engine stops the provider without a normal exit). */
-function recordCommand(host: string): void {
+/** Benchmarks count remote commands per host and time each host's converge: one line per finished command in
+ *  MAILINFRA_STATS_FILE, "host<TAB>start ms<TAB>end ms" (epoch; written as they finish: the engine stops the
+ *  provider without a normal exit). */
+function recordCommand(host: string, startedMs: number): void {
     const file = process.env.MAILINFRA_STATS_FILE;
-    if (file) fs.appendFileSync(file, `${host}\n`);
+    if (file) fs.appendFileSync(file, `${host}\t${startedMs}\t${Date.now()}\n`);
 }
 
 export function closeAllSessions(): void {

@@ -20,12 +20,67 @@ function timed(cmd: string, args: string[], env: Record<string, string> = {}): n
 const pulumi = (args: string[], env: Record<string, string> = {}) => timed(path.join(repo, "scripts", "pulumi"), [...args, "--non-interactive"], env);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-function commandsPerHost(): Record<string, number> {
-    const out: Record<string, number> = {};
-    if (!fs.existsSync(statsFile)) return out;
-    for (const host of fs.readFileSync(statsFile, "utf8").split("\n").filter(Boolean)) out[host] = (out[host] ?? 0) + 1;
+export interface HostActivity {
+    commands: number;
+    /** first command started / last command finished, seconds after the `pulumi up` started */
+    first_s: number;
+    done_s: number;
+    /** time with at least one command running on the host (union of the command intervals) */
+    busy_s: number;
+}
+
+/** What the provider recorded (MAILINFRA_STATS_FILE: "host<TAB>start ms<TAB>end ms" per finished command),
+ *  per host, relative to `startedMs` (the moment the bench started `pulumi up`). */
+function hostActivity(startedMs: number): Record<string, HostActivity> {
+    const spans = new Map<string, [number, number][]>();
+    if (!fs.existsSync(statsFile)) return {};
+    for (const line of fs.readFileSync(statsFile, "utf8").split("\n").filter(Boolean)) {
+        const [host, start, end] = line.split("\t");
+        const list = spans.get(host) ?? [];
+        list.push([Number(start), Number(end)]);
+        spans.set(host, list);
+    }
     fs.rmSync(statsFile);
+    const out: Record<string, HostActivity> = {};
+    for (const [host, list] of [...spans].sort(([a], [b]) => a.localeCompare(b))) {
+        list.sort((a, b) => a[0] - b[0]);
+        let busy = 0;
+        let [cs, ce] = list[0];
+        for (const [s, e] of list.slice(1)) {
+            if (s > ce) {
+                busy += ce - cs;
+                [cs, ce] = [s, e];
+            } else ce = Math.max(ce, e);
+        }
+        busy += ce - cs;
+        const sec = (ms: number) => +(ms / 1000).toFixed(1);
+        out[host] = { commands: list.length, first_s: sec(list[0][0] - startedMs), done_s: sec(Math.max(...list.map((x) => x[1])) - startedMs), busy_s: sec(busy) };
+    }
     return out;
+}
+const commandCounts = (a: Record<string, HostActivity>) => Object.fromEntries(Object.entries(a).map(([h, x]) => [h, x.commands]));
+
+/** Names of the lab hosts by address (the provider records addresses). */
+function labHostNames(): Map<string, string> {
+    const names = new Map<string, string>();
+    for (const line of fs.readFileSync(path.join(repo, "lab", "hosts"), "utf8").split("\n")) {
+        const m = /^([a-z][a-z0-9-]*)\s+(\S+)/.exec(line);
+        if (m) names.set(m[2], m[1]);
+    }
+    return names;
+}
+const byName = <T>(r: Record<string, T>): Record<string, T> => {
+    const names = labHostNames();
+    return Object.fromEntries(Object.entries(r).map(([k, v]) => [names.get(k) ?? k, v]));
+};
+
+/** Cold failover of the store (issue: failover) is measured by test/lab/ops.test.ts, which writes
+ *  bench/failover-last.json; the bench reports the latest one with its date (it does not rerun the failover). */
+function failoverFigure(): Record<string, unknown> | undefined {
+    const file = path.join(repo, "bench", "failover-last.json");
+    if (!fs.existsSync(file)) return undefined;
+    const f = JSON.parse(fs.readFileSync(file, "utf8"));
+    return { rto_s: f.rtoSeconds, pulumi_up_s: f.upSeconds, restore_and_imaps_s: f.restoreSeconds, measured_at: f.at, source: "test/lab/ops.test.ts \"cold failover of the store onto spare\" (bench/failover-last.json; not rerun by the bench)" };
 }
 
 // Mail pipeline: internet host (ext) -> relay (SpamAssassin) -> store Maildir, with smtp-source (test/lab/load.ts)
@@ -72,7 +127,7 @@ async function mailCase(bodyBytes: number): Promise<PipelineFigures[]> {
 
 const medianOf = (runs: PipelineFigures[]): PipelineFigures => {
     const m = (k: keyof PipelineFigures) => median(runs.map((r) => r[k]));
-    return { messages: m("messages"), bodyBytes: m("bodyBytes"), messagesPerSecond: m("messagesPerSecond"), acceptedPerSecond: m("acceptedPerSecond"), latencyP50_s: m("latencyP50_s"), latencyP99_s: m("latencyP99_s") };
+    return { messages: m("messages"), bodyBytes: m("bodyBytes"), messagesPerSecond: m("messagesPerSecond"), acceptedPerSecond: m("acceptedPerSecond"), latencyP50_s: m("latencyP50_s"), latencyP99_s: m("latencyP99_s"), sinceBatchStartP50_s: m("sinceBatchStartP50_s"), sinceBatchStartP99_s: m("sinceBatchStartP99_s") };
 };
 
 async function mailPipeline(): Promise<Record<string, unknown>> {
@@ -91,7 +146,7 @@ async function mailPipeline(): Promise<Record<string, unknown>> {
     const ratio: Record<string, number> = {};
     for (const k of Object.keys(scanned)) ratio[k] = +(unscanned[k].messagesPerSecond / scanned[k].messagesPerSecond).toFixed(2);
     return {
-        mail_pipeline: { messages_per_run: MAIL_MESSAGES, runs: MAIL_RUNS, sessions: LOAD_SESSIONS, generator: "postfix smtp-source (Debian postfix .deb, dpkg -x on ext)", latency_resolution: "send time from the Date header (1 s)", scanned, unscanned, unscanned_over_scanned_msgs_per_s: ratio, runs_detail: all },
+        mail_pipeline: { messages_per_run: MAIL_MESSAGES, runs: MAIL_RUNS, sessions: LOAD_SESSIONS, generator: "postfix smtp-source (Debian postfix .deb, dpkg -x on ext)", latency: "per message, the relay starting to receive its data (its Exim message id, 0.5 ms) -> file in the store's Maildir (mtime); sinceBatchStart = from smtp-source's start (its Date header, formatted once per run)", scanned, unscanned, unscanned_over_scanned_msgs_per_s: ratio, runs_detail: all },
     };
 }
 
@@ -114,7 +169,7 @@ function prodPreview(): number {
 
 async function main() {
     const figures: Record<string, unknown> = {
-        machine: { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
+        machine: { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version, loadavg1_at_start: +os.loadavg()[0].toFixed(2), shared_with_other_jobs: true },
     };
     // --mail-only: reuse (or converge) the lab and measure only the mail pipeline (tuning iterations)
     if (process.argv.includes("--mail-only")) {
@@ -129,8 +184,10 @@ async function main() {
     // bare hosts (and a bare spare for the apt floor) and an empty stack
     timed(path.join(repo, "scripts", "lab-fresh.sh"), [...HOSTS, "spare"]);
 
+    const convergeStarted = Date.now();
     const converge = pulumi(["up", "--stack", "lab", "--yes", "--skip-preview"], { MAILINFRA_STATS_FILE: statsFile });
-    const convergeCommands = commandsPerHost();
+    const convergeHosts = byName(hostActivity(convergeStarted));
+    const convergeCommands = commandCounts(convergeHosts);
 
     // the floor: a plain apt-get install of the same packages on a fresh host, in the same run
     const packages = execFileSync(path.join(repo, "scripts", "pulumi"), ["stack", "export", "--stack", "lab"], { cwd: repo, encoding: "utf8", maxBuffer: 64 << 20 });
@@ -143,25 +200,27 @@ async function main() {
     const noopPreview: number[] = [];
     let noopCommands: Record<string, number> = {};
     for (let i = 0; i < 3; i++) {
+        const started = Date.now();
         noopUp.push(pulumi(["up", "--stack", "lab", "--yes", "--skip-preview"], { MAILINFRA_STATS_FILE: statsFile }));
-        noopCommands = commandsPerHost();
+        noopCommands = commandCounts(byName(hostActivity(started)));
         noopPreview.push(pulumi(["preview", "--stack", "lab", "--expect-no-changes"]));
     }
     const unit = timed("npx", ["vitest", "run", "--project", "unit"]);
     const prod = prodPreview();
-    Object.assign(figures, await mailPipeline());
 
     Object.assign(figures, {
         converge_s: +converge.toFixed(1),
         apt_floor_s: +floor.toFixed(1),
         converge_over_apt_floor: +(converge / floor).toFixed(2),
         converge_remote_commands: convergeCommands,
+        converge_per_host: convergeHosts,
         noop_up_median_s: +median(noopUp).toFixed(1),
         noop_up_includes: "smoke mail through relay and IMAPS",
         noop_up_remote_commands: noopCommands,
         noop_preview_median_s: +median(noopPreview).toFixed(1),
         unit_mock_run_s: +unit.toFixed(1),
         prod_preview_median_s: +prod.toFixed(1),
+        cold_failover_store: failoverFigure() ?? "not measured (no bench/failover-last.json: run test/lab/ops.test.ts)",
     });
     fs.mkdirSync(path.join(repo, "bench"), { recursive: true });
     fs.writeFileSync(path.join(repo, "bench", "last.json"), JSON.stringify(figures, null, 2) + "\n");
@@ -176,8 +235,15 @@ async function main() {
         ["unit tests under mocks", `${figures.unit_mock_run_s} s`],
         ["prod stack pulumi preview (median of 3, no hosts)", `${figures.prod_preview_median_s} s`],
     ];
+    const fo = failoverFigure();
+    rows.push(["cold failover of the store, RTO", fo ? `${fo.rto_s} s (ops.test.ts run at ${fo.measured_at}, not rerun)` : "not measured"]);
     console.log(`machine: ${JSON.stringify(figures.machine)}`);
     for (const [k, v] of rows) console.log(`${k.padEnd(48)} ${v}`);
+    console.log(`converge per host (s after up started: first command / done; busy = time with a command running)`);
+    for (const [h, a] of Object.entries(convergeHosts)) console.log(`  ${h.padEnd(10)} first ${String(a.first_s).padStart(5)}  done ${String(a.done_s).padStart(5)}  busy ${String(a.busy_s).padStart(5)}  commands ${a.commands}`);
+    // the figures so far are kept (file and output) even if the mail pipeline fails
+    Object.assign(figures, await mailPipeline());
+    fs.writeFileSync(path.join(repo, "bench", "last.json"), JSON.stringify(figures, null, 2) + "\n");
     printMail(figures);
     console.log(JSON.stringify(figures));
 }
@@ -185,7 +251,7 @@ async function main() {
 function printMail(figures: Record<string, unknown>) {
     const mail = figures.mail_pipeline as { scanned: Record<string, PipelineFigures>; unscanned: Record<string, PipelineFigures>; unscanned_over_scanned_msgs_per_s: Record<string, number>; messages_per_run: number; runs: number };
     console.log(`mail pipeline ext -> relay -> store Maildir, ${mail.messages_per_run} messages x ${mail.runs} runs, ${LOAD_SESSIONS} sessions (medians)`);
-    console.log(`${"case".padEnd(22)} ${"msg/s".padStart(7)} ${"accept/s".padStart(9)} ${"p50 s".padStart(7)} ${"p99 s".padStart(7)}`);
+    console.log(`${"case".padEnd(22)} ${"msg/s".padStart(7)} ${"accept/s".padStart(9)} ${"p50 s".padStart(7)} ${"p99 s".padStart(7)}   (latency: relay DATA -> store Maildir)`);
     for (const [label, set] of [["spamd on", mail.scanned], ["spamd off", mail.unscanned]] as const)
         for (const [size, f] of Object.entries(set))
             console.log(`${`${label}, ${size}`.padEnd(22)} ${String(f.messagesPerSecond).padStart(7)} ${String(f.acceptedPerSecond).padStart(9)} ${String(f.latencyP50_s).padStart(7)} ${String(f.latencyP99_s).padStart(7)}`);
