@@ -77,7 +77,7 @@ export function deployFleet(cfg: StackConfig, config = new pulumi.Config("mailin
                 `${relay}:deliver-to-new-store`,
                 {
                     connection: connectionOf(relay),
-                    create: ["sleep 1", "exim_tidydb -t 1s /var/spool/exim4 retry >/dev/null", "setsid -f exim4 -qff </dev/null >/dev/null 2>&1"].join("\n"),
+                    create: ["sleep 1", "exim_tidydb -t 1s /var/spool/exim4 retry >/dev/null 2>&1 || true  # fails only without a retry DB: nothing to clear", "setsid -f exim4 -qff </dev/null >/dev/null 2>&1"].join("\n"),
                     triggers: stores.map(([name, h]) => `${name} ${h.address}`),
                 },
                 { dependsOn: stores.flatMap(([name]) => hosts[name].ready) },
