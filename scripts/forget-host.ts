@@ -13,7 +13,7 @@ function main() {
     if (!stack || !host || !/^[a-z][a-z0-9-]{0,62}$/.test(host)) throw new Error("usage: forget-host <stack> <host>");
     const pulumi = path.resolve(__dirname, "pulumi");
     const state = JSON.parse(execFileSync(pulumi, ["stack", "export", "--stack", stack], { encoding: "utf8", maxBuffer: 256 << 20 }));
-    const resources: { urn: string }[] = state.deployment.resources ?? [];
+    const resources: { urn: string; dependencies?: string[]; propertyDependencies?: Record<string, string[]> }[] = state.deployment.resources ?? [];
     // the component is "...::<host>", its children "...::<host>:packages", "...::<host>/etc/..."
     const mine = new RegExp(`::${host}($|[:/])`);
     const kept = resources.filter((r) => !mine.test(r.urn));
@@ -21,6 +21,13 @@ function main() {
     if (!dropped) {
         console.log(`forget-host: stack ${stack} has no resources of ${host}`);
         return;
+    }
+    // other hosts' resources may depend on the dead host's (e.g. the relays' deliver-to-new-store): the
+    // import refuses dangling dependencies, and they are void once the host is gone
+    const gone = new Set(resources.filter((r) => mine.test(r.urn)).map((r) => r.urn));
+    for (const r of kept) {
+        if (r.dependencies) r.dependencies = r.dependencies.filter((u) => !gone.has(u));
+        for (const [k, deps] of Object.entries(r.propertyDependencies ?? {})) r.propertyDependencies![k] = deps.filter((u) => !gone.has(u));
     }
     state.deployment.resources = kept;
     delete state.deployment.pending_operations;
