@@ -146,6 +146,11 @@ export function render(template: string, data: Record<string, unknown>): string 
     return ejs.render(require("fs").readFileSync(file, "utf8"), data, { filename: file, strict: false, rmWhitespace: false });
 }
 
+/** A root-owned bash script under /usr/local/sbin rendered from a template, syntax-checked before it goes live. */
+export function scriptFile(path: string, template: string, data: Record<string, unknown>): FileSpec {
+    return { path, content: render(template, data), mode: "0755", owner: "root", group: "root", validate: `bash -n "$NEW"` };
+}
+
 /** Exim list syntax with a safe separator when items may contain ':' (IPv6). */
 export function eximList(items: string[]): string {
     if (items.length === 0) return "";

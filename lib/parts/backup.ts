@@ -2,17 +2,13 @@
 // restore command. The store side is merged into the imap role; the receiving side (a forced-command
 // rrsync key, dated hard-linked snapshots, retention) goes onto the configured target host.
 import { fqdnOf, StackConfig } from "../config";
-import { HostPlan, render, StepSpec } from "../plan";
+import { HostPlan, scriptFile, StepSpec } from "../plan";
 import { ACCOUNT_DB } from "../roles/imap";
 
 export const BACKUP_USER = "mailinfra-backup";
 export const BACKUP_DIR = "/var/backups/mailinfra";
 /** Written by the store after every successful backup: "<snapshot> <method> <target>". */
 export const BACKUP_STAMP = "/var/lib/mailinfra/backup-last";
-
-function scriptFile(path: string, template: string, data: Record<string, unknown>) {
-    return { path, content: render(template, data), mode: "0755", owner: "root", group: "root", validate: `bash -n "$NEW"` };
-}
 
 /** The store: backup and restore scripts, the backup key, the daily cron. Empty without mailinfra:backup. */
 export function backupPart(cfg: StackConfig): Partial<HostPlan> {

@@ -1,7 +1,7 @@
 // The IMAP store's maintenance jobs (seed: "Mail box cleanup", the Bayes scripts) and the relay's receiving
 // end of the Bayes training. The account administration itself is scripts/mailadmin.ts.
 import { fqdnOf, hostsWithRole, StackConfig } from "../config";
-import { HostPlan, render } from "../plan";
+import { HostPlan, scriptFile } from "../plan";
 import { ACCOUNT_DB } from "../roles/imap";
 
 export const MAIL_ROOT = "/var/vmail";
@@ -18,14 +18,7 @@ export function storeMaintenancePart(cfg: StackConfig): Partial<HostPlan> {
         packages: ["sqlite3", "openssh-client"],
         directories: [{ path: MAILBOX_BACKUP, mode: "0750", owner: "root", group: "vmail" }],
         files: [
-            {
-                path: "/usr/local/sbin/mailinfra-mailbox-cleanup",
-                content: render("imap/usr/local/sbin/mailinfra-mailbox-cleanup.ejs", { db: ACCOUNT_DB, mailRoot: MAIL_ROOT, backupRoot: MAILBOX_BACKUP }),
-                mode: "0755",
-                owner: "root",
-                group: "root",
-                validate: `bash -n "$NEW"`,
-            },
+            scriptFile("/usr/local/sbin/mailinfra-mailbox-cleanup", "imap/usr/local/sbin/mailinfra-mailbox-cleanup.ejs", { db: ACCOUNT_DB, mailRoot: MAIL_ROOT, backupRoot: MAILBOX_BACKUP }),
             ...(bayes
                 ? [
                       {
@@ -37,14 +30,7 @@ export function storeMaintenancePart(cfg: StackConfig): Partial<HostPlan> {
                           owner: "root",
                           group: "root",
                       },
-                      {
-                          path: "/usr/local/sbin/mailinfra-bayes-collect",
-                          content: render("imap/usr/local/sbin/mailinfra-bayes-collect.ejs", { mailRoot: MAIL_ROOT, relays, learnUser: BAYES_LEARN_USER }),
-                          mode: "0755",
-                          owner: "root",
-                          group: "root",
-                          validate: `bash -n "$NEW"`,
-                      },
+                      scriptFile("/usr/local/sbin/mailinfra-bayes-collect", "imap/usr/local/sbin/mailinfra-bayes-collect.ejs", { mailRoot: MAIL_ROOT, relays, learnUser: BAYES_LEARN_USER }),
                   ]
                 : []),
         ],
@@ -66,14 +52,7 @@ export function bayesReceiverPart(cfg: StackConfig): Partial<HostPlan> {
         users: [{ name: BAYES_LEARN_USER, home, createHome: true, system: true }],
         directories: [{ path: `${home}/.ssh`, mode: "0700", owner: BAYES_LEARN_USER, group: BAYES_LEARN_USER }],
         files: [
-            {
-                path: "/usr/local/sbin/mailinfra-receive-bayes",
-                content: render("relay/usr/local/sbin/mailinfra-receive-bayes.ejs", { learnUser: BAYES_LEARN_USER, bayesPath: BAYES_PATH }),
-                mode: "0755",
-                owner: "root",
-                group: "root",
-                validate: `bash -n "$NEW"`,
-            },
+            scriptFile("/usr/local/sbin/mailinfra-receive-bayes", "relay/usr/local/sbin/mailinfra-receive-bayes.ejs", { learnUser: BAYES_LEARN_USER, bayesPath: BAYES_PATH }),
             {
                 // exactly these two command lines, nothing else
                 path: "/etc/sudoers.d/mailinfra-bayes",

@@ -1,6 +1,6 @@
 // The IMAP store (seed: sanger).
 import { StackConfig } from "../config";
-import { emptyPlan, HostPlan, mergePlans, render, StepSpec } from "../plan";
+import { emptyPlan, HostPlan, mergePlans, render, scriptFile, StepSpec } from "../plan";
 import { fqdnOf, hostsWithRole } from "../config";
 import { basePart, eximPart, templateData } from "../parts/common";
 import { USERDB_SYNC_USER } from "./relay";
@@ -129,14 +129,7 @@ function storeDeliveryPart(cfg: StackConfig): Partial<HostPlan> {
             { ...eximFile("/etc/exim4/default_user_filter", "imap/etc/exim4/default_user_filter.ejs"), validate: `exim4 -bf "$NEW" </dev/null >/dev/null` },
             eximFile("/etc/exim4/quota_warn_message", "imap/etc/exim4/quota_warn_message.ejs"),
             eximFile("/etc/exim4/userleft/TEMPLATE", "imap/etc/exim4/userleft/TEMPLATE.ejs"),
-            {
-                path: "/usr/local/sbin/mailinfra-provision-maildirs",
-                content: render("imap/usr/local/sbin/mailinfra-provision-maildirs.ejs", {}),
-                mode: "0755",
-                owner: "root",
-                group: "root",
-                validate: `bash -n "$NEW"`,
-            },
+            scriptFile("/usr/local/sbin/mailinfra-provision-maildirs", "imap/usr/local/sbin/mailinfra-provision-maildirs.ejs", {}),
         ],
     };
 }
@@ -164,14 +157,7 @@ function userdbPushPart(cfg: StackConfig): Partial<HostPlan> {
                 owner: "root",
                 group: "root",
             },
-            {
-                path: "/usr/local/sbin/mailinfra-push-userdb",
-                content: render("imap/usr/local/sbin/mailinfra-push-userdb.ejs", { relays, syncUser: USERDB_SYNC_USER }),
-                mode: "0755",
-                owner: "root",
-                group: "root",
-                validate: `bash -n "$NEW"`,
-            },
+            scriptFile("/usr/local/sbin/mailinfra-push-userdb", "imap/usr/local/sbin/mailinfra-push-userdb.ejs", { relays, syncUser: USERDB_SYNC_USER }),
             unit("mailinfra-push-userdb.service"),
             unit("mailinfra-push-userdb.path"),
         ],

@@ -1,7 +1,7 @@
 // The mail relay (seed: mchenry): Exim with the seed's routers and ACLs, SpamAssassin, aliases,
 // a local caching resolver, the bulk (wiki) interface and the receiving end of the account-DB push.
 import { fqdnOf, hostsWithRole, StackConfig } from "../config";
-import { emptyPlan, FileSpec, HostPlan, mergePlans, render } from "../plan";
+import { emptyPlan, FileSpec, HostPlan, mergePlans, render, scriptFile } from "../plan";
 import { basePart, eximPart, templateData } from "../parts/common";
 import { inboundFilterPart, resolverPart, spamassassinPart, spamPolicyData } from "../parts/relayServices";
 import { bayesReceiverPart } from "../parts/storeMaintenance";
@@ -83,14 +83,7 @@ function userdbReceiverPart(cfg: StackConfig): Partial<HostPlan> {
             { path: `/var/lib/${USERDB_SYNC_USER}/.ssh`, mode: "0700", owner: USERDB_SYNC_USER, group: "Debian-exim" },
         ],
         files: [
-            {
-                path: "/usr/local/sbin/mailinfra-receive-userdb",
-                content: render("relay/usr/local/sbin/mailinfra-receive-userdb.ejs", {}),
-                mode: "0755",
-                owner: "root",
-                group: "root",
-                validate: `bash -n "$NEW"`,
-            },
+            scriptFile("/usr/local/sbin/mailinfra-receive-userdb", "relay/usr/local/sbin/mailinfra-receive-userdb.ejs", {}),
             {
                 // only the store's sync key, and only to run the receiver
                 path: `/var/lib/${USERDB_SYNC_USER}/.ssh/authorized_keys`,
