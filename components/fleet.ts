@@ -8,9 +8,10 @@ import { deployDns } from "./dns";
 import { MailHost } from "./mailHost";
 import { verifyAfterApply } from "./smoke";
 import { RemoteFile, Script } from "./remote";
-import { SecretName } from "../lib/plan";
+import { SECRET_NAMES, SecretName } from "../lib/plan";
 
-const CONFIG_SECRETS = ["sshPrivateKey", "smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey", "cloudflareApiToken", "tlsPrivateKey", "bayesLearnKey", "backupKey", "mailmanWebSecret"];
+/** Secret keys: those rendered into host files, plus the SSH key and the Cloudflare token the program itself uses. */
+const CONFIG_SECRETS = [...SECRET_NAMES, "sshPrivateKey", "cloudflareApiToken"];
 
 /** Reads every mailinfra:* key; any problem stops the program before a resource is registered. */
 export function readStackConfig(config = new pulumi.Config("mailinfra")): StackConfig {

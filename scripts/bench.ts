@@ -5,6 +5,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { convergedLab, FLEET, ssh as labSsh } from "../test/lab/harness";
+import { SECRET_NAMES } from "../lib/plan";
 import { ensureLoadGenerator, LOAD_SESSIONS, PipelineFigures, pipelineFigures, RELAY, removeBatch, sendBatch, waitForBatch } from "../test/lab/load";
 
 const repo = path.resolve(__dirname, "..");
@@ -159,7 +160,8 @@ function prodPreview(): number {
     const p = (args: string[]) => timed(path.join(dir, "scripts", "pulumi"), [...args, "--non-interactive"], env);
     try {
         p(["stack", "init", "prod"]);
-        for (const k of ["smokePassword", "ldapPassword", "otrsDbPassword", "userdbSyncKey"]) p(["config", "set", "--stack", "prod", "--secret", `mailinfra:${k}`, `placeholder-${k}`]);
+        // every secret a host file may need (the prod stack needs mailmanWebSecret since the lists web UI)
+        for (const k of SECRET_NAMES) p(["config", "set", "--stack", "prod", "--secret", `mailinfra:${k}`, `placeholder-${k}`]);
         const runs = [p(["preview", "--stack", "prod"]), p(["preview", "--stack", "prod"]), p(["preview", "--stack", "prod"])];
         return median(runs);
     } finally {
