@@ -1,22 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, parseStackConfig } from "../../lib/config";
-import { stackConfig } from "./stackConfig";
-
-function problemsOf(raw: Record<string, unknown>): string[] {
-    try {
-        parseStackConfig(raw);
-    } catch (e) {
-        if (e instanceof ConfigError) return e.problems;
-        throw e;
-    }
-    return [];
-}
-
-function labWith(mutate: (c: any) => void): Record<string, unknown> {
-    const c = structuredClone(stackConfig("lab")) as any;
-    mutate(c);
-    return c;
-}
+import { parseStackConfig } from "../../lib/config";
+import { labWith, problemsOf, stackConfig } from "./stackConfig";
 
 describe("stack config validation", () => {
     it("accepts the committed lab and prod stacks", () => {

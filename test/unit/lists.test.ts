@@ -1,24 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, parseStackConfig } from "../../lib/config";
+import { parseStackConfig } from "../../lib/config";
 import { planHost } from "../../lib/roles";
 import { listsStepScript, mailmanWebKeys, secondaryRelayDomains } from "../../lib/roles/lists";
-import { stackConfig } from "./stackConfig";
-
-function labWith(mutate: (c: any) => void) {
-    const c = structuredClone(stackConfig("lab")) as any;
-    mutate(c);
-    return c;
-}
-
-function problemsOf(raw: Record<string, unknown>): string[] {
-    try {
-        parseStackConfig(raw);
-    } catch (e) {
-        if (e instanceof ConfigError) return e.problems;
-        throw e;
-    }
-    return [];
-}
+import { labWith, problemsOf, stackConfig } from "./stackConfig";
 
 const lab = () => parseStackConfig(stackConfig("lab"));
 const fileOf = (host: string, p: string) => planHost(lab(), host).files.find((f) => f.path === p)!.content;

@@ -1,11 +1,11 @@
 // Operator commands' pure layer: status verdicts, the drift comparison, the backup plan and its config.
 import { describe, expect, it } from "vitest";
-import { ConfigError, parseStackConfig } from "../../lib/config";
+import { parseStackConfig } from "../../lib/config";
 import { compareHost, expectedHost, observeScript, parseObservation } from "../../lib/drift";
 import { sha256 } from "../../lib/hash";
 import { planFleet } from "../../lib/roles";
 import { checkCertificate, checkDns, checkPorts, checkProbe, checkTlsVersions, exitCodeOf, expectedDnsRecords, mxHosts, renderTable } from "../../lib/status";
-import { stackConfig } from "./stackConfig";
+import { labWith, problemsOf, stackConfig } from "./stackConfig";
 
 const lab = () => parseStackConfig(stackConfig("lab"));
 const NOW = new Date("2026-11-24T12:00:00Z");
@@ -133,22 +133,12 @@ describe("backups", () => {
         // only a store without accounts (the smoke account aside) is restored; no backup host = error
         expect(step.script).toContain(`<> 'smoke@wikimedia.test'`);
         expect(step.script).toMatch(/exit 1/);
-        const off = structuredClone(stackConfig("lab")) as any;
-        off.backup.restoreOnRebuild = false;
+        const off = labWith((c) => (c.backup.restoreOnRebuild = false));
         expect(planFleet(parseStackConfig(off)).find((p) => p.host === "sanger")!.steps.map((s) => s.name)).not.toContain("restore-on-rebuild");
     });
 
     it("rejects a backup target that is not a host, or the store itself", () => {
-        const withTarget = (t: string) => {
-            const raw = structuredClone(stackConfig("lab")) as any;
-            raw.backup.targetHost = t;
-            try {
-                parseStackConfig(raw);
-                return [];
-            } catch (e) {
-                return (e as ConfigError).problems;
-            }
-        };
+        const withTarget = (t: string) => problemsOf(labWith((c) => (c.backup.targetHost = t)));
         expect(withTarget("nosuch")).toEqual(["mailinfra:backup.targetHost: nosuch is not a host of mailinfra:hosts"]);
         expect(withTarget("sanger")).toEqual(["mailinfra:backup.targetHost: sanger is the IMAP store itself; backups go to another host"]);
     });

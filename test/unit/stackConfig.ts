@@ -2,6 +2,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import * as yaml from "js-yaml";
+import { ConfigError, parseStackConfig } from "../../lib/config";
 
 export function stackConfig(stack: string): Record<string, unknown> {
     const doc = yaml.load(fs.readFileSync(path.join(__dirname, "..", "..", `Pulumi.${stack}.yaml`), "utf8")) as { config: Record<string, unknown> };
@@ -12,4 +13,22 @@ export function stackConfig(stack: string): Record<string, unknown> {
         out[k.slice("mailinfra:".length)] = v;
     }
     return out;
+}
+
+/** The lab stack's values with a change applied (a fresh copy each time). */
+export function labWith(mutate: (c: any) => void): Record<string, unknown> {
+    const c = structuredClone(stackConfig("lab")) as any;
+    mutate(c);
+    return c;
+}
+
+/** The problems parseStackConfig reports for raw values; [] when they are valid. */
+export function problemsOf(raw: Record<string, unknown>): string[] {
+    try {
+        parseStackConfig(raw);
+    } catch (e) {
+        if (e instanceof ConfigError) return e.problems;
+        throw e;
+    }
+    return [];
 }

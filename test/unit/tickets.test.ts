@@ -1,32 +1,22 @@
 // The ticket hosts' plans (pure): config errors named by key, taint-safe pipes, secrets kept off the plan.
 import { describe, expect, it } from "vitest";
-import { ConfigError, parseStackConfig } from "../../lib/config";
+import { parseStackConfig } from "../../lib/config";
 import { planOtrs, planRt } from "../../lib/roles";
-import { stackConfig } from "./stackConfig";
+import { labWith, problemsOf, stackConfig } from "./stackConfig";
 
-function problemsOf(mutate: (c: any) => void): string[] {
-    const c = structuredClone(stackConfig("lab")) as any;
-    mutate(c);
-    try {
-        parseStackConfig(c);
-    } catch (e) {
-        if (e instanceof ConfigError) return e.problems;
-        throw e;
-    }
-    return [];
-}
+const problemsWith = (mutate: (c: any) => void) => problemsOf(labWith(mutate));
 
 const lab = () => parseStackConfig(stackConfig("lab"));
 const fileOf = (plan: { files: { path: string; content: string }[] }, path: string) => plan.files.find((f) => f.path === path)!.content;
 
 describe("ticket hosts config", () => {
     it("refuses an RT queue name that collides with the comment suffix or is not a plain name", () => {
-        expect(problemsOf((c) => (c.tickets.rt.queues = ["support-comment"]))[0]).toMatch(/^mailinfra:tickets\.rt\.queues\[0\]: must match pattern/);
-        expect(problemsOf((c) => (c.tickets.rt.queues = ["Gen;eral"]))[0]).toMatch(/^mailinfra:tickets\.rt\.queues\[0\]/);
+        expect(problemsWith((c) => (c.tickets.rt.queues = ["support-comment"]))[0]).toMatch(/^mailinfra:tickets\.rt\.queues\[0\]: must match pattern/);
+        expect(problemsWith((c) => (c.tickets.rt.queues = ["Gen;eral"]))[0]).toMatch(/^mailinfra:tickets\.rt\.queues\[0\]/);
     });
 
     it("refuses a seeded OTRS queue address outside relay.otrs.domains", () => {
-        expect(problemsOf((c) => c.tickets.otrs.queueAddresses.push({ address: "q@wikiquote.test", name: "Q" }))).toEqual([
+        expect(problemsWith((c) => c.tickets.otrs.queueAddresses.push({ address: "q@wikiquote.test", name: "Q" }))).toEqual([
             "mailinfra:tickets.otrs.queueAddresses: q@wikiquote.test is not in a domain of relay.otrs.domains",
         ]);
     });
