@@ -34,13 +34,13 @@ export function verifyAfterApply(cfg: StackConfig, hosts: Record<string, MailHos
     const [[, store]] = hostsWithRole(cfg, "imap");
     const converged = Object.values(hosts).flatMap((h) => h.ready.map((r) => (r as pulumi.CustomResource).id ?? (r as pulumi.ComponentResource).urn));
     pulumi.all([password, sshPrivateKey, ...converged, ...after.map((r) => r.id)]).apply(async ([pw, key]) => {
-        const r = await smokeTest({ relayAddress: relay.address, storeAddress: store.address, account: cfg.smoke.account, password: pw as string, timeoutMs: cfg.smoke.timeoutSeconds * 1000 });
+        const r = await smokeTest({ relayAddress: relay.address, storeAddress: store.address, account: cfg.smoke.account, password: pw as string, timeoutMs: cfg.smoke.timeoutSeconds * 1000, certificate: cfg.tls.certificate });
         if (!r.ok) {
             const msg = `smoke test failed: ${r.error}\nwhere the message stopped:\n${await whereItStopped(r.token, cfg, key as string | undefined)}`;
             pulumi.log.error(msg);
             // the diagnostic alone does not fail the update
             throw new pulumi.RunError("mail does not flow: see the smoke test error above");
         }
-        pulumi.log.info(`smoke test passed: ${r.token} delivered relay ${relay.address} -> store ${store.address} in ${r.foundAfterMs} ms`);
+        pulumi.log.info(`smoke test passed: ${r.token} delivered relay ${relay.address} -> store ${store.address} in ${r.foundAfterMs} ms; ${r.certificate}`);
     });
 }

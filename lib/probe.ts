@@ -104,6 +104,8 @@ async function connect(host: string, port: number): Promise<net.Socket> {
     });
 }
 
+/** Handshakes without verification on purpose: they observe (weak versions too) and send nothing secret;
+ *  the served certificate is judged afterwards against tls.certificate (status checkServedCertificate). */
 async function tlsConnect(opts: tls.ConnectionOptions): Promise<tls.TLSSocket> {
     if (!opts.socket && opts.host) await paced(opts.host);
     return new Promise((resolve, reject) => {
@@ -132,6 +134,8 @@ export interface TlsObservation {
     accepted: string[];
     notAfter?: Date;
     subject?: string;
+    /** SHA-256 of the served leaf certificate (status compares it with tls.certificate). */
+    fingerprint256?: string;
     error?: string;
 }
 
@@ -174,6 +178,7 @@ export async function observeTls(host: string, port: number, mode: TlsMode): Pro
             if (cert?.valid_to) {
                 out.notAfter = new Date(cert.valid_to);
                 out.subject = String(cert.subject?.CN ?? "");
+                out.fingerprint256 = cert.fingerprint256;
             }
             return true;
         } catch (e) {

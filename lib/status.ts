@@ -40,8 +40,9 @@ export const ROLE_PORTS: Record<Role, [number, TlsMode][]> = {
     imap: [[25, "starttls"], [465, "implicit"], [587, "starttls"], [993, "implicit"]],
     // the secondary MX takes mail from the internet; the ticket hosts only from the relays
     lists: [[25, "starttls"]],
-    otrs: [],
-    rt: [],
+    // the ticket systems' web UIs: HTTPS only (plain HTTP only redirects)
+    otrs: [[443, "implicit"]],
+    rt: [[443, "implicit"]],
 };
 /** Ports that must NOT be reachable from outside (plaintext IMAP/POP). */
 export const FORBIDDEN_PORTS = [110, 143];
@@ -99,6 +100,15 @@ export function checkCertificate(host: string, port: number, notAfter: Date | un
     if (days <= 0) return { host, check, verdict: "fail", detail: `expired ${when} UTC` };
     if (days < t.certWarnDays) return { host, check, verdict: "warn", detail: `expires in ${days.toFixed(1)} days (${when} UTC)` };
     return { host, check, verdict: "ok", detail: `expires in ${Math.floor(days)} days` };
+}
+
+/** The served certificate must be the configured tls.certificate (its first PEM block, by SHA-256). */
+export function checkServedCertificate(host: string, port: number, served: string | undefined, configured: string | undefined): Check {
+    const check = `served certificate :${port}`;
+    if (!configured) return { host, check, verdict: "warn", detail: "not verifiable: no tls.certificate configured (Debian's snakeoil)" };
+    if (!served) return { host, check, verdict: "fail", detail: "no certificate presented" };
+    if (served !== configured) return { host, check, verdict: "fail", detail: `serves ${served.slice(0, 23)}…, not the configured tls.certificate ${configured.slice(0, 23)}…` };
+    return { host, check, verdict: "ok", detail: `the configured tls.certificate (${configured.slice(0, 23)}…)` };
 }
 
 /** Versions that completed a handshake; anything below TLS 1.2 is a failure, no TLS 1.2+ too. */

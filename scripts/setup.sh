@@ -10,6 +10,8 @@ step() { echo "[setup $(( $(date +%s) - t0 ))s] $*" >&2; }
 step "lab prerequisites, bridge, apt proxy, lab DNS, base layers"
 lab/lab.sh prepare
 if ! command -v openssl >/dev/null; then apt-get install -y -q openssl >/dev/null; fi
+# testssl.sh judges every TLS port of the lab from here (test/lab/tls.test.ts)
+if ! command -v testssl >/dev/null; then apt-get install -y -q --no-install-recommends testssl.sh >/dev/null; fi
 
 step "npm packages"
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

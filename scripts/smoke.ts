@@ -15,9 +15,10 @@ async function main() {
     const cfg = parseStackConfig(Object.fromEntries(CONFIG_OBJECTS.filter((k) => get(k) !== undefined).map((k) => [k, JSON.parse(get(k)!)])));
     const [[, relay]] = hostsWithRole(cfg, "relay");
     const [[, store]] = hostsWithRole(cfg, "imap");
-    const r = await smokeTest({ relayAddress: relay.address, storeAddress: store.address, account: cfg.smoke.account, password: get("smokePassword")!, timeoutMs: 90000 });
+    const r = await smokeTest({ relayAddress: relay.address, storeAddress: store.address, account: cfg.smoke.account, password: get("smokePassword")!, timeoutMs: 90000, certificate: cfg.tls.certificate });
     if (r.ok) {
         console.log(`smoke: OK — ${r.token} accepted by ${relay.address} (${r.smtpResponse}) and read over IMAPS from ${store.address} after ${r.foundAfterMs} ms`);
+        console.log(`  ${r.certificate}`);
         for (const h of r.received ?? []) console.log(`  ${h.replace(/\s+/g, " ").slice(0, 160)}`);
     } else {
         console.error(`smoke: FAILED — ${r.error}`);

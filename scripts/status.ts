@@ -5,9 +5,10 @@
 import * as dns from "dns";
 import { parseArgs } from "util";
 import { planFleet } from "../lib/roles";
-import { Check, checkAge, checkCertificate, checkDns, checkPorts, checkProbe, checkQueue, checkService, checkTlsVersions, DEFAULT_THRESHOLDS, DnsObservation, dnsKey, expectedDnsRecords, exitCodeOf, FORBIDDEN_PORTS, mxHosts, renderTable, ROLE_PORTS, ROLE_SERVICES, statusTargets } from "../lib/status";
+import { Check, checkAge, checkCertificate, checkDns, checkPorts, checkProbe, checkQueue, checkServedCertificate, checkService, checkTlsVersions, DEFAULT_THRESHOLDS, DnsObservation, dnsKey, expectedDnsRecords, exitCodeOf, FORBIDDEN_PORTS, mxHosts, renderTable, ROLE_PORTS, ROLE_SERVICES, statusTargets } from "../lib/status";
 import { observeTls, portOpen, probeAuthBeforeTls, probeHostileLocalParts, probeOpenRelay, probePlaintextImap } from "../lib/probe";
 import { BACKUP_STAMP } from "../lib/parts/backup";
+import { certificatePin } from "../lib/smoke";
 import { closeAllSessions, sessionFor } from "../provider/ssh";
 import { loadStack, LoadedStack } from "./stack";
 
@@ -27,6 +28,7 @@ function hostScript(services: string[], role: string): string {
 
 async function hostChecks(stack: LoadedStack, now: Date): Promise<Check[]> {
     const checks: Check[] = [];
+    const pinned = certificatePin(stack.cfg.tls.certificate)?.fingerprint256;
     const planned = Object.fromEntries(planFleet(stack.cfg).map((p) => [p.host, p.services.map((s) => s.name)]));
     await Promise.all(
         statusTargets(stack.cfg).map(async (h) => {
@@ -51,6 +53,7 @@ async function hostChecks(stack: LoadedStack, now: Date): Promise<Check[]> {
                 const t = await observeTls(h.address, port, mode);
                 mine.push(checkTlsVersions(h.name, port, t.accepted));
                 mine.push(checkCertificate(h.name, port, t.notAfter, now));
+                mine.push(checkServedCertificate(h.name, port, t.fingerprint256, pinned));
             }
             mine.push(checkQueue(h.name, kv.queue === undefined ? undefined : Number(kv.queue)));
             const th = DEFAULT_THRESHOLDS;

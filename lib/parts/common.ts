@@ -9,6 +9,34 @@ export function tlsPaths(cfg: StackConfig) {
     return cfg.tls.certificate ? MANAGED_TLS : SNAKEOIL;
 }
 
+/**
+ * Mozilla's "intermediate" server profile on every TLS port: TLS 1.2 with ECDHE + AEAD (AES-GCM,
+ * CHACHA20-POLY1305) only, and TLS 1.3; no DHE, so no DH parameters to manage. The same suites spelled
+ * for OpenSSL (Dovecot, nginx, Apache) and for GnuTLS (Debian's Exim); the client picks (no server order).
+ */
+export const TLS_PROFILE = {
+    openssl: {
+        protocols: ["TLSv1.2", "TLSv1.3"],
+        ciphers12: [
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            "ECDHE-RSA-CHACHA20-POLY1305",
+        ].join(":"),
+        curves: "X25519:prime256v1:secp384r1",
+    },
+    gnutls: [
+        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
+        "-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305",
+        "-MAC-ALL:+AEAD",
+        "-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA",
+        "-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1",
+        "-SIGN-RSA-SHA1:-SIGN-ECDSA-SHA1",
+    ].join(":"),
+} as const;
+
 export const EXIM_VALIDATE = `exim4 -bV -C "$NEW" >/dev/null`;
 
 export function roleHost(cfg: StackConfig, role: Role): string | undefined {
@@ -23,6 +51,7 @@ export function templateData(cfg: StackConfig, host: string) {
         ownNetworksList: eximList(cfg.mail.ownNetworks),
         list: eximList,
         tls: tlsPaths(cfg),
+        tlsProfile: TLS_PROFILE,
         localDomains: cfg.mail.localDomains,
         relayDomains: cfg.mail.relayDomains,
         rtDomains: cfg.mail.rtDomains,
@@ -33,12 +62,15 @@ export function templateData(cfg: StackConfig, host: string) {
     };
 }
 
+/** Daemons that read the certificate and key (each reloaded only where the host runs it). */
+const TLS_READERS = ["exim4", "dovecot", "nginx", "apache2"];
+
 /** Every host: identity files, the packages every role needs, and the managed TLS certificate. */
 export function basePart(cfg: StackConfig, host: string): Partial<HostPlan> {
     const fqdn = fqdnOf(cfg, host);
     const tls = cfg.tls.certificate
         ? [
-              { path: MANAGED_TLS.certificate, content: cfg.tls.certificate.trim() + "\n", mode: "0644", owner: "root", group: "root", validate: `openssl x509 -noout -in "$NEW"`, notify: ["exim4", "dovecot", "nginx"] },
+              { path: MANAGED_TLS.certificate, content: cfg.tls.certificate.trim() + "\n", mode: "0644", owner: "root", group: "root", validate: `openssl x509 -noout -in "$NEW"`, notify: TLS_READERS },
               {
                   // readable by the ssl-cert group (Debian-exim is in it); checked against the certificate
                   path: MANAGED_TLS.privateKey,
@@ -50,7 +82,7 @@ export function basePart(cfg: StackConfig, host: string): Partial<HostPlan> {
                   group: "ssl-cert",
                   validate: `[ "$(openssl pkey -in "$NEW" -pubout 2>/dev/null)" = "$(openssl x509 -in ${MANAGED_TLS.certificate} -noout -pubkey)" ] || { echo "the TLS private key does not match ${MANAGED_TLS.certificate}"; exit 1; }`,
                   requires: [MANAGED_TLS.certificate],
-                  notify: ["exim4", "dovecot", "nginx"],
+                  notify: TLS_READERS,
               },
           ]
         : [];

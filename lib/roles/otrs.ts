@@ -2,6 +2,7 @@
 // SELECT-only DB account (per relay address), and Exim handing queue mail to Znuny's mail gateway.
 import { hostsWithRole, StackConfig } from "../config";
 import { emptyPlan, FileSpec, HostPlan, mergePlans, render } from "../plan";
+import { apacheHttpsPart } from "../parts/apache";
 import { basePart, eximPart, templateData } from "../parts/common";
 
 /** Debian's Znuny install (otrs2 package): home of the otrs user and its console. */
@@ -33,7 +34,7 @@ export function planOtrs(cfg: StackConfig, host: string): HostPlan {
     return mergePlans(emptyPlan(host, "otrs"), basePart(cfg, host), { files: secrets ? [secrets] : [] }, exim, {
         // libdbd-mysql-perl first: otrs2 depends on "libdbd-pg-perl | libdbd-mysql-perl", apt picks Pg, and
         // the otrs2 postinst then dies with "install_driver(mysql) failed" (found on bookworm, 6.5.15-2~bpo12+1)
-        packages: ["mariadb-server", "libdbd-mysql-perl", "apache2"],
+        packages: ["mariadb-server", "libdbd-mysql-perl"],
         // otrs2's dbconfig-common: MariaDB over the socket as root, our DB name (the relays query it)
         debconf: [
             "otrs2 otrs2/dbconfig-install boolean true",
@@ -68,7 +69,9 @@ export function planOtrs(cfg: StackConfig, host: string): HostPlan {
             ...(cfg.tickets.otrs.queueAddresses.length ? [{ name: "queue-addresses", script: queueAddressesScript(cfg), after: ["files" as const] }] : []),
         ],
         services: [{ name: "mariadb", onChange: "restart" }],
-    });
+    },
+    // after the znuny step: otrs2's postinst enables its snippet (/otrs, /otrs-web) and modules
+    apacheHttpsPart(cfg, host, { app: "Znuny (otrs2)", landing: "/otrs/index.pl" }));
 }
 
 /** The local Exim's DB credentials: the relays' account name and password, granted to localhost (socket). */

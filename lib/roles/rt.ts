@@ -1,8 +1,9 @@
 // The RT host (seed: streber): request-tracker5 from Debian on SQLite, Apache (Debian's fcgid snippet shipped
-// with rt5-apache2) for rt-mailgate, and Exim handing <queue>@ / <queue>-comment@ to rt-mailgate taint-safely.
+// with rt5-apache2; the web UI over HTTPS only, rt-mailgate over loopback HTTP), and Exim handing <queue>@ / <queue>-comment@ to rt-mailgate taint-safely.
 import { StackConfig } from "../config";
 import { emptyPlan, HostPlan, mergePlans, render } from "../plan";
 import { basePart, eximPart, templateData } from "../parts/common";
+import { apacheHttpsPart } from "../parts/apache";
 import { ticketDbClients } from "./otrs";
 
 export const RT_URL = "http://localhost/rt";
@@ -35,7 +36,7 @@ export function planRt(cfg: StackConfig, host: string): HostPlan {
         exim,
         {
             // libfcgi-perl: rt-server.fcgi needs FCGI.pm, which rt5-apache2 gets only through Recommends (installed without)
-            packages: ["request-tracker5", "rt5-db-sqlite", "rt5-apache2", "rt5-clients", "apache2", "libapache2-mod-fcgid", "libfcgi-perl", "sqlite3", "w3m"],
+            packages: ["request-tracker5", "rt5-db-sqlite", "rt5-apache2", "rt5-clients", "libapache2-mod-fcgid", "libfcgi-perl", "sqlite3", "w3m"],
             // Debian's questions answered up front; RT's DB is created by dbconfig-common (SQLite) during install.
             // No initial root password: the web UI login stays closed until an operator sets one.
             debconf: [
@@ -62,24 +63,19 @@ export function planRt(cfg: StackConfig, host: string): HostPlan {
                 },
             ],
             steps: [
-                {
-                    // Debian's snippet (NoAuth = the mail gateway, limited to local clients by the snippet itself)
-                    name: "rt-apache",
-                    script: `set -euo pipefail
-changed=0
-[ -e /etc/apache2/mods-enabled/fcgid.load ] || { a2enmod -q fcgid; changed=1; }
-[ -L /etc/apache2/conf-available/request-tracker5.conf ] || { ln -sfn /etc/request-tracker5/apache2-fcgid.conf /etc/apache2/conf-available/request-tracker5.conf; changed=1; }
-[ -e /etc/apache2/conf-enabled/request-tracker5.conf ] || { a2enconf -q request-tracker5; changed=1; }
-apache2ctl configtest
-systemctl enable --quiet apache2
-if [ "$changed" = 1 ] || ! systemctl is-active --quiet apache2; then systemctl restart apache2; fi
-`,
-                    after: ["files"],
-                },
                 ...(queues.length
                     ? [{ name: "rt-queues", script: `set -euo pipefail\n${QUEUE_TOOL} ${queues.join(" ")}\n`, after: ["files" as const] }]
                     : []),
             ],
         },
+        apacheHttpsPart(cfg, host, {
+            app: "Request Tracker (request-tracker5)",
+            landing: "/rt/",
+            loopbackHttp: `rt-mailgate (Exim's rt_mailgate transport) posts mail to ${RT_URL}; Debian's snippet allows its NoAuth path to local clients only`,
+            // Debian's fcgid snippet, as shipped with rt5-apache2
+            setup: `[ -e /etc/apache2/mods-enabled/fcgid.load ] || { a2enmod -q fcgid; changed=1; }
+[ -L /etc/apache2/conf-available/request-tracker5.conf ] || { ln -sfn /etc/request-tracker5/apache2-fcgid.conf /etc/apache2/conf-available/request-tracker5.conf; changed=1; }
+[ -e /etc/apache2/conf-enabled/request-tracker5.conf ] || { a2enconf -q request-tracker5; changed=1; }`,
+        }),
     );
 }
