@@ -91,6 +91,7 @@ function profileProblems(findings: { id: string; severity: string; finding: stri
 
 describe("TLS on every port (Mozilla intermediate)", () => {
     it("finds the roles' TLS ports open from outside", () => {
+        console.log(`TLS ports open from the build machine: ${targets.map((t) => `${t.host}:${t.port}`).join(" ")}`);
         for (const [host, ports] of Object.entries(REQUIRED))
             expect({ host, ports: targets.filter((t) => t.host === host).map((t) => t.port) }).toEqual({ host, ports: expect.arrayContaining(ports) });
     });
