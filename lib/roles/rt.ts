@@ -61,6 +61,11 @@ export function planRt(cfg: StackConfig, host: string): HostPlan {
                     validate: `perl -c "$NEW"`,
                 },
             ],
+            ports: [
+                { port: 25, from: ticketDbClients(cfg), service: "smtp from the relays (queue mail)" },
+                { port: 80, from: "all", service: "RT web UI" },
+                { port: 443, from: "all", service: "RT web UI" },
+            ],
             steps: [
                 {
                     // Debian's snippet (NoAuth = the mail gateway, limited to local clients by the snippet itself)
