@@ -40,9 +40,15 @@ export function portRules(p: PortSpec): string[] {
     ];
 }
 
-/** The rule set of one host: its plan's ports, sorted by port, a repeated rule once. */
+/** The rule set of one host: its plan's ports sorted by port, one rule per port and sources (services joined). */
 export function renderRuleset(cfg: StackConfig, plan: Pick<HostPlan, "host" | "role" | "ports">): string {
-    const rules = [...new Set([...plan.ports].sort((a, b) => a.port - b.port).flatMap(portRules))];
+    const merged = new Map<string, PortSpec>();
+    for (const p of [...plan.ports].sort((a, b) => a.port - b.port)) {
+        const key = `${p.port} ${JSON.stringify(p.from)}`;
+        const seen = merged.get(key);
+        merged.set(key, seen ? { ...seen, service: seen.service.split(", ").includes(p.service) ? seen.service : `${seen.service}, ${p.service}` } : p);
+    }
+    const rules = [...merged.values()].flatMap(portRules);
     const admin = { v4: cfg.ssh.adminNetworks.filter((n) => !isV6(n)), v6: cfg.ssh.adminNetworks.filter(isV6) };
     return render("shared/etc/nftables.conf.ejs", { host: plan.host, role: plan.role, admin, rules });
 }
