@@ -88,7 +88,7 @@ describe("firewall per role (nftables from the plan)", () => {
         expect(tcpAnswers(EXT, OTRS, 3306)).toBe(false);
         expect(tcpAnswers(STORE, OTRS, 3306)).toBe(false);
         const lookup = `\${lookup mysql{SELECT value0 FROM system_address WHERE value0='otrs-test@wikimedia.test' AND valid_id=1}{found:\$value}{notfound}}`;
-        expect(ssh(RELAY, `exim4 -be '${lookup}' 2>&1`).out.trim()).toBe("found:otrs-test@wikimedia.test");
+        expect(ssh(RELAY, `exim4 -be '${lookup.replace(/'/g, `'\\''`)}' 2>&1`).out.trim()).toBe("found:otrs-test@wikimedia.test");
     });
 
     it("refuses GTUBE sent straight to the store's :25 from ext (no connection; Exim's ACL refuses non-relays too), and the relay rejects it by spam policy", () => {
