@@ -1,6 +1,7 @@
 // Typed stack configuration, validated before any resource is registered.
 // Pure: no Pulumi imports, so tests and the CLI helpers can use it directly.
 import Ajv, { ErrorObject } from "ajv";
+import { isIPv4, isIPv6 } from "net";
 import addFormats from "ajv-formats";
 
 export const ROLES = ["relay", "imap", "lists", "otrs", "rt"] as const;
@@ -19,6 +20,9 @@ export interface SshConfig {
     port: number;
     /** Key file on the machine that runs Pulumi; otherwise the secret mailinfra:sshPrivateKey or ssh-agent. */
     privateKeyPath?: string;
+    /** Required, no default: the only networks (CIDR) the hosts' firewalls accept SSH from, besides the
+     *  host-to-host SSH the plan itself needs; must contain the machine that runs Pulumi. */
+    adminNetworks: string[];
 }
 
 export interface MailConfig {
@@ -172,10 +176,12 @@ export const stackConfigSchema = {
             type: "object",
             additionalProperties: false,
             default: {},
+            required: ["adminNetworks"],
             properties: {
                 user: { type: "string", pattern: "^[a-z_][a-z0-9_-]*$", default: "root" },
                 port: { type: "integer", minimum: 1, maximum: 65535, default: 22 },
                 privateKeyPath: { type: "string", pattern: "^/" },
+                adminNetworks: { type: "array", items: cidr, minItems: 1, uniqueItems: true },
             },
         },
         hosts: {
@@ -448,6 +454,10 @@ function semanticProblems(cfg: StackConfig): string[] {
         if (other) problems.push(`mailinfra:hosts.${name}.address: ${h.address} is already the address of host ${other}`);
         byAddress.set(h.address, name);
     }
+    for (const n of cfg.ssh.adminNetworks) {
+        const problem = cidrProblem(n);
+        if (problem) problems.push(`mailinfra:ssh.adminNetworks: ${n} ${problem}`);
+    }
     for (const role of ["relay", "imap"] as Role[])
         if (!byRole.has(role)) problems.push(`mailinfra:hosts: no host has role "${role}" (exactly one is required)`);
     const r = cfg.relay;
@@ -499,6 +509,28 @@ function semanticProblems(cfg: StackConfig): string[] {
             problems.push(`mailinfra:smoke.account: ${cfg.smoke.account} is not in a local domain`);
     }
     return problems;
+}
+
+/** Why a CIDR is not a network address with a valid prefix (the firewall's sets take only those), or undefined. */
+export function cidrProblem(cidr: string): string | undefined {
+    const [address, len] = cidr.split("/");
+    const bits = isIPv4(address) ? 32 : isIPv6(address) ? 128 : 0;
+    if (!bits) return "is not an IPv4 or IPv6 address with a /prefix";
+    const prefix = Number(len);
+    if (!Number.isInteger(prefix) || prefix < 0 || prefix > bits) return `has a prefix outside 0-${bits}`;
+    const value = bits === 32 ? address.split(".").reduce((v, o) => (v << 8n) + BigInt(o), 0n) : ipv6ToBigInt(address);
+    const hostBits = (1n << BigInt(bits - prefix)) - 1n;
+    if ((value & hostBits) !== 0n) return "has host bits set (write the network address, or /32 or /128 for one host)";
+    return undefined;
+}
+
+function ipv6ToBigInt(address: string): bigint {
+    const [head, tail] = address.includes("::") ? address.split("::") : [address, undefined];
+    const groups = (s: string) => (s ? s.split(":") : []);
+    const h = groups(head);
+    const t = tail === undefined ? [] : groups(tail);
+    const all = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill("0"), ...t];
+    return all.reduce((v, g) => (v << 16n) + BigInt(parseInt(g, 16)), 0n);
 }
 
 /** Whether a lists host runs Mailman's web UI (and so needs the secret mailinfra:mailmanWebSecret). */

@@ -95,6 +95,15 @@ export interface StepSpec {
     after: ("packages" | "users" | "directories" | "files" | "peers")[];
 }
 
+/** A TCP port a part serves and who may reach it: the host's firewall opens exactly these (lib/parts/firewall.ts). */
+export interface PortSpec {
+    port: number;
+    /** "all", "adminNetworks" (mailinfra:ssh.adminNetworks), or the addresses/networks (CIDR or single address) allowed in. */
+    from: "all" | "adminNetworks" | string[];
+    /** What is served and why these sources, e.g. "smtp from the relays" (a comment in the rule set). */
+    service: string;
+}
+
 export interface HostPlan {
     host: string;
     role: string;
@@ -108,10 +117,12 @@ export interface HostPlan {
     cron: CronSpec[];
     services: ServiceSpec[];
     steps: StepSpec[];
+    /** Inbound TCP ports the host's services need open; everything else is dropped. */
+    ports: PortSpec[];
 }
 
 export function emptyPlan(host: string, role: string): HostPlan {
-    return { host, role, packages: [], users: [], groupMemberships: [], directories: [], mounts: [], files: [], cron: [], services: [], steps: [] };
+    return { host, role, packages: [], users: [], groupMemberships: [], directories: [], mounts: [], files: [], cron: [], services: [], steps: [], ports: [] };
 }
 
 /** Merges plan parts (Exim core, Dovecot, ...) into one host plan; a path may be owned by one part only. */
@@ -127,6 +138,7 @@ export function mergePlans(base: HostPlan, ...parts: Partial<HostPlan>[]): HostP
         out.cron.push(...(p.cron ?? []));
         out.services.push(...(p.services ?? []));
         out.steps.push(...(p.steps ?? []));
+        out.ports.push(...(p.ports ?? []));
         if (p.debconf) out.debconf = [out.debconf, p.debconf].filter(Boolean).join("\n");
     }
     out.packages = [...new Set(out.packages)].sort();

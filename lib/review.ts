@@ -13,6 +13,7 @@ export function planSummary(plan: HostPlan): string {
         ...plan.cron.map((c) => `cron: /etc/cron.d/${c.name}: ${c.schedule} ${c.user} ${c.command}`),
         ...plan.steps.map((s) => `step: ${s.name} (after ${s.after.join(", ")})${s.secretStdin ? ` reads secret ${s.secretStdin} on stdin` : ""}`),
         ...plan.services.map((s) => `service: ${s.name} (${s.onChange} when its files change)`),
+        ...plan.ports.map((p) => `port: tcp/${p.port} from ${Array.isArray(p.from) ? p.from.join(", ") || "nobody" : p.from}: ${p.service}`),
     ];
     return lines.join("\n") + "\n";
 }

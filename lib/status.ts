@@ -2,6 +2,7 @@
 // observe hosts, TLS, DNS and SMTP/IMAP; everything here turns observations into verdicts and a table.
 import { fqdnOf, hostsWithRole, Role, StackConfig } from "./config";
 import { DnsRecordSpec, planDnsRecords } from "./dns";
+import { HostPlan } from "./plan";
 
 export type Verdict = "ok" | "warn" | "fail";
 
@@ -75,9 +76,19 @@ export function checkService(host: string, service: string, state: string): Chec
     return { host, check: `service ${service}`, verdict: state === "active" ? "ok" : "fail", detail: state || "unknown" };
 }
 
-export function checkPorts(host: string, role: Role, listening: number[], reachable: Record<number, boolean>): Check[] {
+/** Ports of a role the firewall opens to everyone; the others (e.g. the store's 25) only to named hosts. */
+export function publicPorts(plan: Pick<HostPlan, "ports">): Set<number> {
+    return new Set(plan.ports.filter((p) => p.from === "all").map((p) => p.port));
+}
+
+/** A role's ports must be listening; those open to everyone (firewallRestricted lacks them) reachable from here too. */
+export function checkPorts(host: string, role: Role, listening: number[], reachable: Record<number, boolean>, firewallRestricted: Set<number> = new Set()): Check[] {
     const out: Check[] = [];
     for (const [port] of ROLE_PORTS[role]) {
+        if (firewallRestricted.has(port)) {
+            out.push({ host, check: `port ${port}`, verdict: listening.includes(port) ? "ok" : "fail", detail: listening.includes(port) ? "listening (firewalled: only its peers may connect)" : "not listening" });
+            continue;
+        }
         const ok = listening.includes(port) && reachable[port] !== false;
         out.push({ host, check: `port ${port}`, verdict: ok ? "ok" : "fail", detail: !listening.includes(port) ? "not listening" : reachable[port] === false ? "listening but not reachable from here" : "listening" });
     }

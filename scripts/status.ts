@@ -5,7 +5,7 @@
 import * as dns from "dns";
 import { parseArgs } from "util";
 import { planFleet } from "../lib/roles";
-import { Check, checkAge, checkCertificate, checkDns, checkPorts, checkProbe, checkQueue, checkServedCertificate, checkService, checkTlsVersions, DEFAULT_THRESHOLDS, DnsObservation, dnsKey, expectedDnsRecords, exitCodeOf, FORBIDDEN_PORTS, mxHosts, renderTable, ROLE_PORTS, ROLE_SERVICES, statusTargets } from "../lib/status";
+import { Check, checkAge, checkCertificate, checkDns, checkPorts, checkProbe, checkQueue, checkServedCertificate, checkService, checkTlsVersions, DEFAULT_THRESHOLDS, DnsObservation, dnsKey, expectedDnsRecords, exitCodeOf, FORBIDDEN_PORTS, mxHosts, publicPorts, renderTable, ROLE_PORTS, ROLE_SERVICES, statusTargets } from "../lib/status";
 import { observeTls, portOpen, probeAuthBeforeTls, probeHostileLocalParts, probeOpenRelay, probePlaintextImap } from "../lib/probe";
 import { BACKUP_STAMP } from "../lib/parts/backup";
 import { certificatePin } from "../lib/smoke";
@@ -29,11 +29,11 @@ function hostScript(services: string[], role: string): string {
 async function hostChecks(stack: LoadedStack, now: Date): Promise<Check[]> {
     const checks: Check[] = [];
     const pinned = certificatePin(stack.cfg.tls.certificate)?.fingerprint256;
-    const planned = Object.fromEntries(planFleet(stack.cfg).map((p) => [p.host, p.services.map((s) => s.name)]));
+    const plans = Object.fromEntries(planFleet(stack.cfg).map((p) => [p.host, p]));
     await Promise.all(
         statusTargets(stack.cfg).map(async (h) => {
             const mine: Check[] = [];
-            const services = [...new Set([...ROLE_SERVICES[h.role], ...(planned[h.name] ?? [])])];
+            const services = [...new Set([...ROLE_SERVICES[h.role], ...(plans[h.name]?.services.map((s) => s.name) ?? [])])];
             let kv: Record<string, string> = {};
             try {
                 const r = await sessionFor(stack.connection(h.name)).run(hostScript(services, h.role));
@@ -44,10 +44,13 @@ async function hostChecks(stack: LoadedStack, now: Date): Promise<Check[]> {
             }
             for (const s of services) mine.push(checkService(h.name, s, kv[`service.${s}`] ?? ""));
             const listening = (kv.ports ?? "").split(",").filter(Boolean).map(Number);
-            const ports = ROLE_PORTS[h.role];
+            // ports the firewall opens to named peers only are not reachable from here by design
+            const open = publicPorts(plans[h.name]);
+            const ports = ROLE_PORTS[h.role].filter(([p]) => open.has(p));
+            const restricted = new Set(ROLE_PORTS[h.role].map(([p]) => p).filter((p) => !open.has(p)));
             const reachable: Record<number, boolean> = {};
             for (const p of [...ports.map(([p]) => p), ...FORBIDDEN_PORTS]) reachable[p] = await portOpen(h.address, p);
-            mine.push(...checkPorts(h.name, h.role, listening, reachable));
+            mine.push(...checkPorts(h.name, h.role, listening, reachable, restricted));
             for (const [port, mode] of ports) {
                 if (!reachable[port]) continue;
                 const t = await observeTls(h.address, port, mode);
@@ -94,10 +97,13 @@ async function probeChecks(stack: LoadedStack): Promise<Check[]> {
     const cfg = stack.cfg;
     const out: Check[] = [];
     const mx = new Set(mxHosts(cfg));
+    const plans = Object.fromEntries(planFleet(cfg).map((p) => [p.host, p]));
     for (const h of statusTargets(cfg)) {
-        const smtpFacing = mx.has(h.name) || ROLE_PORTS[h.role].some(([p]) => p === 25);
+        // only what the firewall lets the internet reach (the store's 25 takes only the relays)
+        const open = publicPorts(plans[h.name]);
+        const smtpFacing = mx.has(h.name) || (open.has(25) && ROLE_PORTS[h.role].some(([p]) => p === 25));
         if (smtpFacing) out.push(checkProbe(await probeOpenRelay(h.address, h.name)));
-        for (const [port, mode] of ROLE_PORTS[h.role]) if (mode === "starttls") out.push(checkProbe(await probeAuthBeforeTls(h.address, h.name, port)));
+        for (const [port, mode] of ROLE_PORTS[h.role]) if (mode === "starttls" && open.has(port)) out.push(checkProbe(await probeAuthBeforeTls(h.address, h.name, port)));
         if (h.role === "imap") out.push(checkProbe(await probePlaintextImap(h.address, h.name)));
         if (h.role === "relay") for (const p of await probeHostileLocalParts(h.address, h.name, cfg.mail.localDomains[0])) out.push(checkProbe(p));
     }

@@ -62,5 +62,10 @@ if [ "$changed" = 1 ] || ! systemctl is-active --quiet apache2; then systemctl r
         files: [site],
         steps: [{ name: "apache", script, after: ["files"] }],
         services: [{ name: "apache2", onChange: "reload" }],
+        // 80 only redirects to 443
+        ports: [
+            { port: 80, from: "all", service: `${ui.app} web UI (redirect to HTTPS)` },
+            { port: 443, from: "all", service: `${ui.app} web UI` },
+        ],
     };
 }

@@ -4,6 +4,7 @@
 import { fqdnOf, StackConfig } from "../config";
 import { HostPlan, scriptFile, StepSpec } from "../plan";
 import { ACCOUNT_DB } from "../roles/imap";
+import { sshFromStore } from "./firewall";
 
 export const BACKUP_USER = "mailinfra-backup";
 export const BACKUP_DIR = "/var/backups/mailinfra";
@@ -94,6 +95,7 @@ export function backupReceiverPart(cfg: StackConfig, host: string): Partial<Host
                 group: BACKUP_USER,
             },
         ],
+        ports: [sshFromStore(cfg, "backups and restores")],
     };
 }
 
@@ -111,5 +113,6 @@ export function withBackupReceiver(cfg: StackConfig, plan: HostPlan): HostPlan {
         users: [...plan.users, ...part.users!],
         directories: [...plan.directories, ...part.directories!],
         files: [...plan.files, ...part.files],
+        ports: [...plan.ports, ...part.ports!],
     };
 }

@@ -3,6 +3,7 @@
 import { fqdnOf, hostsWithRole, StackConfig } from "../config";
 import { HostPlan, scriptFile } from "../plan";
 import { ACCOUNT_DB } from "../roles/imap";
+import { sshFromStore } from "./firewall";
 
 export const MAIL_ROOT = "/var/vmail";
 /** Mailboxes of deleted accounts, as <domain>/<localpart>-<UTC time>. */
@@ -70,5 +71,6 @@ export function bayesReceiverPart(cfg: StackConfig): Partial<HostPlan> {
                 group: BAYES_LEARN_USER,
             },
         ],
+        ports: [sshFromStore(cfg, "Bayes training")],
     };
 }

@@ -6,6 +6,12 @@ import { basePart, eximPart, templateData } from "../parts/common";
 import { USERDB_SYNC_USER } from "./relay";
 import { storeMaintenancePart } from "../parts/storeMaintenance";
 import { backupPart, restoreOnRebuildStep } from "../parts/backup";
+import { addressesOf } from "../parts/firewall";
+
+/** Hosts that hand the store mail for its domains without SMTP AUTH: the relays and the secondary MX. */
+export function storeInboundHosts(cfg: StackConfig): string[] {
+    return addressesOf(cfg, "relay", "lists");
+}
 
 export const ACCOUNT_DB = "/var/vmaildb/user.db";
 
@@ -71,7 +77,7 @@ function accountDbPart(cfg: StackConfig): Partial<HostPlan> {
 }
 
 export function planImap(cfg: StackConfig, host: string): HostPlan {
-    const data = templateData(cfg, host);
+    const data = { ...templateData(cfg, host), inboundHosts: ["127.0.0.1", "::1", ...storeInboundHosts(cfg)] };
     return mergePlans(
         emptyPlan(host, "imap"),
         basePart(cfg, host),
@@ -101,6 +107,13 @@ export function planImap(cfg: StackConfig, host: string): HostPlan {
                 },
             ],
             services: [{ name: "dovecot", onChange: "restart" }],
+            ports: [
+                // unauthenticated mail only from the relays and lily (Exim's inbound_hosts too); users submit on 465/587
+                { port: 25, from: storeInboundHosts(cfg), service: "smtp from the relays and the secondary MX" },
+                { port: 465, from: "all", service: "submission (smtps)" },
+                { port: 587, from: "all", service: "submission" },
+                { port: 993, from: "all", service: "imaps" },
+            ],
         },
         accountDbPart(cfg),
         userdbPushPart(cfg),

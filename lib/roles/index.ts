@@ -9,6 +9,7 @@ import { planLists } from "./lists";
 import { planRelay } from "./relay";
 import { planRt } from "./rt";
 import { withBackupReceiver } from "../parts/backup";
+import { withFirewall } from "../parts/firewall";
 
 export { planImap } from "./imap";
 export { aliasFiles, planRelay } from "./relay";
@@ -50,5 +51,5 @@ export function planHost(cfg: StackConfig, host: string): HostPlan {
 export function planFleet(cfg: StackConfig): HostPlan[] {
     return Object.keys(cfg.hosts)
         .sort()
-        .map((h) => withBackupReceiver(cfg, planHost(cfg, h)));
+        .map((h) => withFirewall(cfg, withBackupReceiver(cfg, planHost(cfg, h))));
 }

@@ -274,6 +274,11 @@ function mailmanWebPart(cfg: StackConfig, host: string): Partial<HostPlan> {
             },
         ],
         steps: [{ name: "mailman-web", script: mailmanWebStepScript(cfg, host), after: ["files"] }],
+        // nginx: HTTP only redirects to HTTPS
+        ports: [
+            { port: 80, from: "all", service: "lists web UI (redirect to https)" },
+            { port: 443, from: "all", service: "lists web UI" },
+        ],
         services: [
             { name: "mailman3-web", onChange: "restart" },
             { name: "nginx", onChange: "reload-or-restart" },
@@ -289,7 +294,7 @@ export function planLists(cfg: StackConfig, host: string): HostPlan {
     return mergePlans(
         emptyPlan(host, "lists"),
         basePart(cfg, host),
-        { files: [relayDomains, eximDefaultsFile()] },
+        { files: [relayDomains, eximDefaultsFile()], ports: [{ port: 25, from: "all", service: "smtp (secondary MX, lists)" }] },
         inboundFilterPart(),
         exim,
         spamassassinPart(cfg),

@@ -69,6 +69,11 @@ export function planOtrs(cfg: StackConfig, host: string): HostPlan {
             ...(cfg.tickets.otrs.queueAddresses.length ? [{ name: "queue-addresses", script: queueAddressesScript(cfg), after: ["files" as const] }] : []),
         ],
         services: [{ name: "mariadb", onChange: "restart" }],
+        ports: [
+            // Exim's ACL accepts queue mail from these hosts only, MariaDB has accounts for them only
+            { port: 25, from: clients, service: "smtp from the relays (queue mail)" },
+            ...(cfg.relay.otrs ? [{ port: 3306, from: clients, service: "ticket DB lookups from the relays" }] : []),
+        ],
     },
     // after the znuny step: otrs2's postinst enables its snippet (/otrs, /otrs-web) and modules
     apacheHttpsPart(cfg, host, { app: "Znuny (otrs2)", landing: "/otrs/index.pl" }));

@@ -5,6 +5,7 @@ import { emptyPlan, FileSpec, HostPlan, mergePlans, render, scriptFile } from ".
 import { basePart, eximPart, templateData } from "../parts/common";
 import { inboundFilterPart, resolverPart, spamassassinPart, spamPolicyData } from "../parts/relayServices";
 import { bayesReceiverPart } from "../parts/storeMaintenance";
+import { sshFromStore } from "../parts/firewall";
 
 export const USERDB_SYNC_USER = "userdb-sync";
 
@@ -93,6 +94,7 @@ function userdbReceiverPart(cfg: StackConfig): Partial<HostPlan> {
                 group: "Debian-exim",
             },
         ],
+        ports: [sshFromStore(cfg, "account DB push")],
     };
 }
 
@@ -109,6 +111,11 @@ export function planRelay(cfg: StackConfig, host: string): HostPlan {
         exim,
         {
             directories: [{ path: "/etc/exim4/aliases", mode: "0755", owner: "root", group: "root" }],
+            // Exim's daemon_smtp_ports (relay/etc/exim4/exim4.conf.ejs): the MX for the internet
+            ports: [
+                { port: 25, from: "all", service: "smtp (MX)" },
+                { port: 465, from: "all", service: "smtps" },
+            ],
             files: [
                 ...(r.legacyMailingLists.length
                     ? [

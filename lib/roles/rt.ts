@@ -62,6 +62,9 @@ export function planRt(cfg: StackConfig, host: string): HostPlan {
                     validate: `perl -c "$NEW"`,
                 },
             ],
+            ports: [
+                { port: 25, from: ticketDbClients(cfg), service: "smtp from the relays (queue mail)" },
+            ],
             steps: [
                 ...(queues.length
                     ? [{ name: "rt-queues", script: `set -euo pipefail\n${QUEUE_TOOL} ${queues.join(" ")}\n`, after: ["files" as const] }]
