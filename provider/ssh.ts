@@ -81,6 +81,9 @@ export interface SessionOptions {
     deadlineS?: number;
 }
 
+/** The step's channel never opened: nothing reached the host. */
+class NeverStarted extends Error {}
+
 /** One SSH connection and the commands in flight on it; a new one replaces it once it is lost. */
 interface Link {
     ssh: NodeSSH;
@@ -190,8 +193,12 @@ export class HostSession {
             this.commands++;
             const started = Date.now();
             try {
-                const link = await this.open(what);
-                const r = await this.exec(link, delivery(script, stdin, this.deadlineS), what);
+                const d = delivery(script, stdin, this.deadlineS);
+                const r = await this.exec(await this.open(what), d, what).catch(async (e) => {
+                    // a pooled connection that died while idle: the step never reached the host, so try once anew
+                    if (!(e instanceof NeverStarted)) throw e;
+                    return this.exec(await this.open(what), d, what);
+                });
                 return { ...r, timedOutAfterS: stoppedAtDeadline(r.code, started, this.deadlineS) };
             } finally {
                 recordCommand(this.conn.host, started);
@@ -216,7 +223,7 @@ export class HostSession {
                 link.inFlight.delete(lost);
                 f();
             };
-            const lost = (cause: Error) => settle(() => reject(this.lostError(what, sent, cause)));
+            const lost = (cause: Error) => settle(() => reject(channel ? this.lostError(what, sent, cause) : new NeverStarted(this.lostError(what, false, cause).message)));
             // the host's `timeout` ends the step first; this only fires when the host stopped answering on the channel
             const noAnswerS = this.deadlineS + 90;
             const noAnswer = setTimeout(() => {
@@ -226,7 +233,7 @@ export class HostSession {
             if (link.lost) return lost(link.lost);
             link.inFlight.add(lost);
             link.ssh.connection!.exec(d.command, (err: Error | undefined, ch: any) => {
-                if (err) return settle(() => reject(new Error(`cannot start ${what} on ${this.address}: ${err.message}; nothing was applied`)));
+                if (err) return settle(() => reject(new NeverStarted(`cannot start ${what} on ${this.address}: ${err.message}; nothing was applied`)));
                 channel = ch;
                 ch.on("data", (b: Buffer) => stdout.push(b));
                 ch.stderr.on("data", (b: Buffer) => stderr.push(b));
