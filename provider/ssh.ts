@@ -232,8 +232,14 @@ export class HostSession {
             }, noAnswerS * 1000);
             if (link.lost) return lost(link.lost);
             link.inFlight.add(lost);
-            link.ssh.connection!.exec(d.command, (err: Error | undefined, ch: any) => {
-                if (err) return settle(() => reject(new NeverStarted(`cannot start ${what} on ${this.address}: ${err.message}; nothing was applied`)));
+            const notStarted = (err: Error) => settle(() => reject(new NeverStarted(`cannot start ${what} on ${this.address}: ${err.message}; nothing was applied`)));
+            try {
+                link.ssh.connection!.exec(d.command, onChannel);
+            } catch (e) {
+                notStarted(e as Error); // "Not connected": the socket went away before the loss was reported
+            }
+            function onChannel(err: Error | undefined, ch: any) {
+                if (err) return notStarted(err);
                 channel = ch;
                 ch.on("data", (b: Buffer) => stdout.push(b));
                 ch.stderr.on("data", (b: Buffer) => stderr.push(b));
@@ -252,7 +258,7 @@ export class HostSession {
                     );
                 });
                 ch.end(d.payload);
-            });
+            }
         });
     }
 
