@@ -39,15 +39,15 @@ export interface Delivery {
     bytes: number;
 }
 
-/** The script's first line when it has input on stdin: reads exactly the input's bytes, checks their length and
- *  sha256, and only then gives them to the script as its stdin. The nonce keeps the script's own hash (which is on
+/** The script's first line when it has input on stdin: reads exactly the input's bytes (into RAM, /dev/shm: it may
+ *  be a secret), checks their length and sha256, and only then gives them to the script as its stdin. The nonce keeps the script's own hash (which is on
  *  the command line) from being a test for guesses of a secret input. */
 function inputCheck(input: Buffer): string {
     const bytes = input.length;
     const hash = crypto.createHash("sha256").update(input).digest("hex");
     const nonce = crypto.randomBytes(16).toString("hex");
     return (
-        `mailinfra_input=$(mktemp); head -c ${bytes} >"$mailinfra_input" || true; mailinfra_got=$(wc -c <"$mailinfra_input"); ` +
+        `mailinfra_input=$(mktemp -p /dev/shm 2>/dev/null || mktemp); head -c ${bytes} >"$mailinfra_input" || true; mailinfra_got=$(wc -c <"$mailinfra_input"); ` +
         `if [ "$mailinfra_got" -ne ${bytes} ]; then rm -f "$mailinfra_input"; echo "mailinfra: the input arrived incomplete ($mailinfra_got of ${bytes} bytes): nothing was applied" >&2; exit ${INCOMPLETE_TRANSFER_EXIT}; fi; ` +
         `if [ "$(sha256sum <"$mailinfra_input")" != "${hash}  -" ]; then rm -f "$mailinfra_input"; echo "mailinfra: the input arrived altered (sha256 differs): nothing was applied" >&2; exit ${INCOMPLETE_TRANSFER_EXIT}; fi; ` +
         `exec <"$mailinfra_input"; rm -f "$mailinfra_input"; unset mailinfra_input mailinfra_got # input ${nonce}\n`

@@ -32,7 +32,7 @@ const file = (content: string): FileProps => ({ connection: viaProxy(), path: TA
 /** The target's sha256, read over a direct connection (not through the proxy). */
 const liveSha = () => must(ssh(SPARE, `sha256sum ${TARGET} | cut -d' ' -f1`), "reading the live file").out.trim();
 /** Staged or temporary files a step leaves behind on the host. */
-const leftovers = () => must(ssh(SPARE, `ls -A /var/tmp /tmp | grep -E '^(\\.mailinfra-new|tmp\\.)' || true`), "listing leftovers").out.trim();
+const leftovers = () => must(ssh(SPARE, `ls -A /var/tmp /tmp /dev/shm | grep -E '^(\\.mailinfra-new|tmp\\.)' || true`), "listing leftovers").out.trim();
 /** Like harness run(), without blocking the event loop: the proxy lives in this process. */
 function runAsync(cmd: string, args: string[], opts: { cwd: string; env: Record<string, string> }): Promise<Run> {
     return new Promise((resolve) => {
@@ -47,8 +47,11 @@ const failureOf = (p: Promise<unknown>) => p.then(() => new Error("it succeeded"
 
 describe("provider write integrity over a connection that is cut", () => {
     let leftoversBefore = "";
+    let spareWasUp = false;
+    const lab = (...args: string[]) => must(run(path.join(REPO, "lab", "lab.sh"), args), `lab.sh ${args.join(" ")}`);
     beforeAll(async () => {
-        must(run(path.join(REPO, "lab", "lab.sh"), ["up", "spare"]), "lab up spare");
+        spareWasUp = /^spare\s+\S+\s+\S+\s+up:/m.test(lab("status").out);
+        lab("up", "spare");
         await proxy.listen();
         must(ssh(SPARE, `printf '%s' '${OLD}' >${TARGET}`), "writing the old content");
         leftoversBefore = leftovers();
@@ -57,6 +60,7 @@ describe("provider write integrity over a connection that is cut", () => {
         closeAllSessions();
         await proxy.close();
         ssh(SPARE, `rm -f ${TARGET}`);
+        if (!spareWasUp) lab("down", "spare");
     });
 
     it("keeps the old content live when an 8 MB File write is cut mid-transfer, and says nothing was applied", async () => {
