@@ -75,7 +75,9 @@ export function fileWriteScript(p: FileProps): string {
         // staged in the target directory so the final rename is atomic
         `tmp=$(mktemp ${shq(dir)}/.mailinfra-new.XXXXXX)`,
         `trap 'rm -f "$tmp"' EXIT`,
+        // stdin is the content the provider already checked (length and sha256) before this script started
         `cat > "$tmp"`,
+        `if [ "$(stat -c %s "$tmp")" -ne ${Buffer.byteLength(p.content, "utf8")} ]; then echo "new $target is incomplete: the current one was left in place" >&2; exit 66; fi`,
         `chown ${shq(p.owner)}:${shq(p.group)} "$tmp"`,
         `chmod ${shq(p.mode)} "$tmp"`,
     ];
@@ -198,15 +200,15 @@ export const scriptKind: ResourceKind = {
         return f;
     },
     async create(p: ScriptProps) {
-        const r = await runChecked(p.connection, "script", p.create, p.stdin);
+        const r = await runChecked(p.connection, "running the script", p.create, p.stdin);
         return { stdout: r.stdout.slice(0, 4000) };
     },
     async update(_olds: ScriptProps, p: ScriptProps) {
-        const r = await runChecked(p.connection, "script", p.update ?? p.create, p.stdin);
+        const r = await runChecked(p.connection, "running the script", p.update ?? p.create, p.stdin);
         return { stdout: r.stdout.slice(0, 4000) };
     },
     async delete(p: ScriptProps) {
-        if (p.delete) await runChecked(p.connection, "delete script", p.delete, p.stdin);
+        if (p.delete) await runChecked(p.connection, "running the delete script", p.delete, p.stdin);
     },
 };
 
