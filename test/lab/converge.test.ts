@@ -2,6 +2,7 @@
 // `up --refresh` (which ends with the smoke mail), after which a second `up --refresh` makes 0 changes; a host
 // reset to bare is rebuilt completely by the same single command. Timings are printed for the bench.
 import * as crypto from "crypto";
+import * as fs from "fs";
 import * as path from "path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { convergedLab, FLEET, must, pulumi, REPO, run, ssh, swaksFromExt, waitFor } from "./harness";
@@ -58,6 +59,7 @@ describe("pulumi up --refresh repairs drift on the converged lab", () => {
         const r = pulumi(["up", "--refresh", "--stack", "lab", "--yes", "--skip-preview"]);
         if (r.code !== 0) console.log(`afterAll converge failed:\n${r.out.slice(-3000)}`);
         console.log(`converge timings (s): ${JSON.stringify(timings, null, 1)}`);
+        fs.writeFileSync(path.join(REPO, "bench", "converge-last.json"), JSON.stringify({ at: new Date().toISOString(), seconds: timings }, null, 2) + "\n");
     });
 
     it("undrifted fleet: up --refresh checks every host with one round trip each and changes nothing, within 10 s", () => {
