@@ -2,9 +2,8 @@
 // Started by the engine through ./pulumi-resource-mailinfra (see Pulumi.yaml `plugins`).
 import * as crypto from "crypto";
 import * as provider from "@pulumi/pulumi/provider";
-import { isDeepStrictEqual } from "util";
 import { closeAllSessions } from "./ssh";
-import { installIdOf, inputsOf, OUTPUT_ONLY, readResource } from "./read";
+import { changedKeys, installIdOf, inputsOf, readResource } from "./read";
 import { isSecret, kinds, ResourceKind, unwrapSecrets } from "./resources";
 
 export const PROVIDER_VERSION = "0.1.0";
@@ -18,12 +17,6 @@ function kindOf(urn: string): ResourceKind {
     const k = kinds[typeOf(urn)];
     if (!k) throw new Error(`mailinfra provider: unknown resource type in ${urn}`);
     return k;
-}
-
-/** Fields of `connection` that identify the target host; key material may rotate freely. */
-function hostIdentity(props: any) {
-    const c = unwrapSecrets(props?.connection) ?? {};
-    return { host: c.host, port: c.port ?? 22, user: c.user ?? "root" };
 }
 
 /** A hash of secret content would let anyone with the state brute-force a weak secret: drop it. */
@@ -41,15 +34,7 @@ const mailinfraProvider: provider.Provider = {
 
     async diff(_id: string, urn: string, olds: any, news: any) {
         const kind = kindOf(urn);
-        const changed = new Set<string>();
-        for (const k of new Set([...Object.keys(olds ?? {}), ...Object.keys(news ?? {})])) {
-            if (k === "connection") {
-                if (!isDeepStrictEqual(hostIdentity(olds), hostIdentity(news))) changed.add(k);
-            } else if (!isDeepStrictEqual(unwrapSecrets(olds?.[k]), unwrapSecrets(news?.[k]))) {
-                // outputs recorded in state (sha256, stdout, ...) are not inputs; a Script's `drift` (from read) is a change
-                if (k in (news ?? {}) || ![...OUTPUT_ONLY, "observedSha256", "observedMeta"].includes(k)) changed.add(k);
-            }
-        }
+        const changed = changedKeys(olds, news);
         const replaces = kind.replaceOn.filter((k) => changed.has(k));
         return { changes: changed.size > 0, replaces, deleteBeforeReplace: false };
     },

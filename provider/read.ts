@@ -1,6 +1,7 @@
 // read() of the mailinfra provider (`pulumi up --refresh`): observes each resource on its host and returns
 // the observed state in the very properties diff() compares, so the engine shows the drift as its normal diff
 // and `up` repairs it. The reads of one host that arrive together run as one remote script (one SSH round trip).
+import { isDeepStrictEqual } from "util";
 import { sha256 } from "../lib/hash";
 import { batchMarker, BatchItem, BatchResult, batchScript, ensureInstallIdScript, fileDifferences, fileObserveScript, INSTALL_ID_FILE, packagesNotInstalled, packagesObserveScript, parseBatch, parseFileObservation } from "../lib/observe";
 import { isSecret, SECRET_SIG, SECRET_VAL, unwrapSecrets } from "./resources";
@@ -154,6 +155,29 @@ export async function readResource(type: string, props: Record<string, any>): Pr
         if (installId) base.installId = installId;
     }
     return observer.judge(p, base, result);
+}
+
+/** Fields of `connection` that identify the target host; key material may rotate freely. */
+function hostIdentity(props: any) {
+    const c = unwrapSecrets(props?.connection) ?? {};
+    return { host: c.host, port: c.port ?? 22, user: c.user ?? "root" };
+}
+
+/**
+ * The properties diff() reports as changed between the state (outputs, or what read() observed) and the
+ * program's inputs. Outputs recorded in state (sha256, stdout, installId) are not inputs; a Script's `drift`
+ * (only ever set by read) is a change.
+ */
+export function changedKeys(olds: any, news: any): Set<string> {
+    const changed = new Set<string>();
+    for (const k of new Set([...Object.keys(olds ?? {}), ...Object.keys(news ?? {})])) {
+        if (k === "connection") {
+            if (!isDeepStrictEqual(hostIdentity(olds), hostIdentity(news))) changed.add(k);
+        } else if (!isDeepStrictEqual(unwrapSecrets(olds?.[k]), unwrapSecrets(news?.[k]))) {
+            if (k in (news ?? {}) || ![...OUTPUT_ONLY, ...LEGACY_OUTPUTS].includes(k)) changed.add(k);
+        }
+    }
+    return changed;
 }
 
 /** The inputs that would produce these props: everything but the outputs (a Script's `drift` stays, to show it). */

@@ -7,7 +7,7 @@ import * as path from "path";
 import { afterAll, describe, expect, it } from "vitest";
 import { sha256 } from "../../lib/hash";
 import { serviceScript } from "../../lib/hostScripts";
-import { inputsOf, readResource } from "../../provider/read";
+import { changedKeys, inputsOf, readResource } from "../../provider/read";
 import { SECRET_SIG, SECRET_VAL } from "../../provider/resources";
 import { sessionFor } from "../../provider/ssh";
 
@@ -95,5 +95,18 @@ describe("refresh: batching", () => {
         const results = await Promise.all(reads);
         expect(session.commands - before).toBe(1);
         expect(results.filter((r) => !r.gone && r.props.content === "changed\n")).toHaveLength(1);
+    });
+});
+
+describe("refresh: diff() after a read", () => {
+    const inputs = { connection: local, path: "/etc/x", content: "a\n", mode: "0644", owner: "root", group: "root" };
+    it("sees no change on an undrifted resource: outputs recorded in state are not inputs, key material may rotate", () => {
+        const state = { ...inputs, connection: { host: "local", privateKey: "old" }, sha256: sha256("a\n"), installId: "i-1", stdout: "" };
+        expect(changedKeys(state, { ...inputs, connection: { host: "local", privateKey: "new" } }).size).toBe(0);
+    });
+
+    it("sees the observed content, mode and a Script's drift as changes, so up puts them back", () => {
+        expect([...changedKeys({ ...inputs, content: "a\nevil: x\n", mode: "0666" }, inputs)].sort()).toEqual(["content", "mode"]);
+        expect([...changedKeys({ connection: local, create: "true", drift: "inactive, disabled" }, { connection: local, create: "true" })]).toEqual(["drift"]);
     });
 });
