@@ -68,70 +68,46 @@ describe("pulumi up --refresh repairs drift on the converged lab", () => {
         expect(seconds).toBeLessThanOrEqual(10);
     });
 
-    it("puts back an alias redirect to an outsider, shown first as a text diff under the file's name by preview --refresh --diff", () => {
+    // Two repair runs of three drifts each (lab time); every drift is checked on its own afterwards.
+    it("puts back an alias redirect (shown first by preview --refresh --diff as a text diff under the file's name), the TLS key's mode and a dovecot stopped and disabled by hand", () => {
         repairs(
-            "alias redirect appended",
+            "alias line appended + TLS key chmod 0644 + dovecot stopped and disabled",
             () => {
                 must(ssh(RELAY, `echo 'evil: attacker@example.net' >> ${ALIASES}`), "append alias");
+                must(ssh(STORE, `chmod 0644 ${TLS_KEY}`), "chmod key");
+                must(ssh(STORE, "systemctl disable --now dovecot"), "stop dovecot");
                 const preview = must(pulumi(["preview", "--refresh", "--diff", "--stack", "lab"]), "preview --refresh --diff");
                 const at = preview.out.indexOf(`mchenry${ALIASES}`);
                 expect(at).toBeGreaterThanOrEqual(0);
                 expect(preview.out.slice(at)).toMatch(/^\s*-\s*evil: attacker@example\.net$/m);
-                console.log(preview.out.slice(Math.max(0, at - 200), at + 1500));
+                expect(preview.out).toMatch(/mode\s*: "0644" => "0640"/);
+                expect(preview.out).toMatch(/- drift\s*: "inactive, disabled \(expected active, enabled\)"/);
+                expect(preview.out).not.toMatch(/PRIVATE KEY/);
+                console.log(preview.out.slice(Math.max(0, at - 200), at + 3000));
             },
-            () => {
+            (out) => {
                 expect(ssh(RELAY, `grep -c attacker ${ALIASES} || true`).out.trim()).toBe("0");
                 expect(ssh(RELAY, `exim4 -bt evil@wikimedia.test 2>&1`).out).not.toMatch(/attacker@example\.net/);
-            },
-        );
-    });
-
-    it("puts back the TLS key's mode 0640 after a chmod 0644, showing no key material", () => {
-        repairs(
-            "TLS key chmod 0644",
-            () => must(ssh(STORE, `chmod 0644 ${TLS_KEY}`), "chmod key"),
-            (out) => {
                 expect(ssh(STORE, `stat -c '%a %U:%G' ${TLS_KEY}`).out.trim()).toBe("640 root:ssl-cert");
                 expect(out).not.toMatch(/PRIVATE KEY/);
+                expect(ssh(STORE, "systemctl is-active dovecot; systemctl is-enabled dovecot").out.trim().split("\n")).toEqual(["active", "enabled"]);
             },
         );
     });
 
-    it("starts and enables a dovecot stopped and disabled by hand", () => {
+    it("reinstalls a removed spamassassin, re-creates a deleted system_filter and replaces a dovecot.conf that no longer passes doveconf -n with the declared, checked one", () => {
         repairs(
-            "dovecot stopped and disabled",
-            () => must(ssh(STORE, "systemctl disable --now dovecot"), "stop dovecot"),
-            () => expect(ssh(STORE, "systemctl is-active dovecot; systemctl is-enabled dovecot").out.trim().split("\n")).toEqual(["active", "enabled"]),
-        );
-    });
-
-    it("reinstalls a removed spamassassin, with spamd running again", () => {
-        repairs(
-            "package spamassassin removed",
-            () => must(ssh(RELAY, "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q spamassassin >/dev/null 2>&1"), "remove spamassassin"),
+            "spamassassin removed + system_filter deleted + dovecot.conf broken",
             () => {
-                expect(ssh(RELAY, "dpkg-query -W -f='${db:Status-Abbrev}' spamassassin").out.trim()).toBe("ii");
-                expect(ssh(RELAY, "systemctl is-active spamd").out.trim()).toBe("active");
-            },
-        );
-    });
-
-    it("re-creates a deleted /etc/exim4/system_filter, validated, and reloads Exim", () => {
-        repairs(
-            "system_filter deleted",
-            () => must(ssh(RELAY, `rm -f ${FILTER}`), "delete filter"),
-            () => expect(ssh(RELAY, `test -s ${FILTER} && exim4 -bV >/dev/null && echo ok`).out.trim()).toBe("ok"),
-        );
-    });
-
-    it("replaces a hand-edited dovecot.conf that no longer passes doveconf -n with the declared, checked one", () => {
-        repairs(
-            "dovecot.conf broken by hand",
-            () => {
+                must(ssh(RELAY, "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q spamassassin >/dev/null 2>&1"), "remove spamassassin");
+                must(ssh(RELAY, `rm -f ${FILTER}`), "delete filter");
                 must(ssh(STORE, `echo 'this is { not dovecot' >> ${DOVECOT_CONF}`), "break dovecot.conf");
                 expect(ssh(STORE, "doveconf -n >/dev/null").code).not.toBe(0);
             },
             () => {
+                expect(ssh(RELAY, "dpkg-query -W -f='${db:Status-Abbrev}' spamassassin").out.trim()).toBe("ii");
+                expect(ssh(RELAY, "systemctl is-active spamd").out.trim()).toBe("active");
+                expect(ssh(RELAY, `test -s ${FILTER} && exim4 -bV >/dev/null && echo ok`).out.trim()).toBe("ok");
                 expect(ssh(STORE, `grep -c 'not dovecot' ${DOVECOT_CONF} || true`).out.trim()).toBe("0");
                 expect(ssh(STORE, "doveconf -n >/dev/null && systemctl is-active dovecot").out.trim()).toBe("active");
             },
