@@ -4,6 +4,7 @@ import { CONFIG_OBJECTS, ConfigError, hostsWithRole, listsWebEnabled, parseStack
 import { planFleet } from "../lib/roles";
 import { planDnsRecords } from "../lib/dns";
 import { sha256 } from "../lib/hash";
+import { filesInPlaceProbe } from "../lib/hostScripts";
 import { deployDns } from "./dns";
 import { MailHost } from "./mailHost";
 import { verifyAfterApply } from "./smoke";
@@ -61,16 +62,18 @@ export function deployFleet(cfg: StackConfig, config = new pulumi.Config("mailin
     for (const plan of order) {
         const relays = Object.values(hosts).filter((x) => x.role === "relay");
         const backupHost = plan.role === "imap" && cfg.backup ? hosts[cfg.backup.targetHost] : undefined;
+        const peers = [...new Set([...relays, ...(backupHost ? [backupHost] : [])])];
         hosts[plan.host] = new MailHost(plan.host, {
             plan,
             connection: connectionOf(plan.host),
             secrets,
-            peers: [...new Set([...relays, ...(backupHost ? [backupHost] : [])])].flatMap((r) => r.ready),
+            peers: peers.flatMap((r) => r.ready),
+            peerInstallIds: peers.map((r) => r.installId),
         });
     }
     // When the store moves (cold failover), the relays hold retry records the new store collected while it
     // was still converging; mail queued for it would wait for the next queue run. Runs when the store's
-    // address changes (and on the first converge), never on a no-op.
+    // address changes or it was re-imaged (and on the first converge), never on a no-op.
     const stores = hostsWithRole(cfg, "imap");
     const flushes = hostsWithRole(cfg, "relay").map(
         ([relay]) =>
@@ -79,7 +82,7 @@ export function deployFleet(cfg: StackConfig, config = new pulumi.Config("mailin
                 {
                     connection: connectionOf(relay),
                     create: ["sleep 1", "exim_tidydb -t 1s /var/spool/exim4 retry >/dev/null 2>&1 || true  # fails only without a retry DB: nothing to clear", "setsid -f exim4 -qff </dev/null >/dev/null 2>&1"].join("\n"),
-                    triggers: stores.map(([name, h]) => `${name} ${h.address}`),
+                    triggers: stores.flatMap(([name, h]) => [`${name} ${h.address}`, hosts[name].installId]),
                 },
                 { dependsOn: stores.flatMap(([name]) => hosts[name].ready) },
             ),
@@ -109,7 +112,8 @@ export function publishDns(cfg: StackConfig, config = new pulumi.Config("mailinf
     const file = new RemoteFile("lab-dns:records", { connection: local, path: LAB_DNS_FILE, content: lab.unbound, mode: "0644", owner: "root", group: "root" });
     new Script(
         "lab-dns:reload",
-        { connection: local, create: LAB_DNS_RELOAD, triggers: [sha256(lab.unbound)] },
+        // refresh re-runs the reload when the records file was not as declared (it is then re-created first)
+        { connection: local, create: LAB_DNS_RELOAD, triggers: [sha256(lab.unbound)], probe: filesInPlaceProbe([`${LAB_DNS_FILE}=${sha256(lab.unbound)}`]) },
         { dependsOn: [file] },
     );
     return lab;

@@ -3,6 +3,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { cronFile, FileSpec, HostPlan, SecretName } from "../lib/plan";
 import { sha256 } from "../lib/hash";
+import { directoryScript, HostScript, membershipScript, mountScript, serviceScript, userScript } from "../lib/hostScripts";
 import { ConnectionArgs, Packages, RemoteFile, Script } from "./remote";
 
 export interface MailHostArgs {
@@ -12,14 +13,16 @@ export interface MailHostArgs {
     secrets: Partial<Record<SecretName, pulumi.Input<string>>>;
     /** Resources of other hosts that steps marked after "peers" wait for. */
     peers?: pulumi.Resource[];
+    /** Install ids of those hosts: a re-imaged peer re-runs the steps that feed it (e.g. the account-DB push). */
+    peerInstallIds?: pulumi.Input<string>[];
 }
-
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 export class MailHost extends pulumi.ComponentResource {
     public readonly files: Record<string, RemoteFile> = {};
     public readonly ready: pulumi.Resource[];
     public readonly role: string;
+    /** Changes when the host is re-imaged (see Packages.installId). */
+    public readonly installId: pulumi.Output<string>;
 
     constructor(name: string, args: MailHostArgs, opts?: pulumi.ComponentResourceOptions) {
         super("mailinfra:fleet:MailHost", name, { role: args.plan.role }, opts);
@@ -30,57 +33,14 @@ export class MailHost extends pulumi.ComponentResource {
 
         const packages = new Packages(id("packages"), { connection, packages: plan.packages, debconf: plan.debconf }, child());
 
-        const users = plan.users.map(
-            (u) =>
-                new Script(
-                    id(`user:${u.name}`),
-                    {
-                        connection,
-                        create: `id -u ${q(u.name)} >/dev/null 2>&1 || adduser --quiet --system --home ${q(u.home)} ${u.createHome ? "" : "--no-create-home"} ${u.group ? `--ingroup ${q(u.group)}` : "--group"} --shell ${u.createHome ? "/bin/sh" : "/usr/sbin/nologin"} --disabled-password ${q(u.name)}`,
-                    },
-                    child([packages]),
-                ),
-        );
-        const memberships = plan.groupMemberships.map(
-            (m) =>
-                new Script(
-                    id(`group:${m.group}:${m.user}`),
-                    {
-                        connection,
-                        create: `id -nG ${q(m.user)} | tr ' ' '\\n' | grep -qx ${q(m.group)} || adduser --quiet ${q(m.user)} ${q(m.group)}`,
-                        delete: `deluser --quiet ${q(m.user)} ${q(m.group)} || true`,
-                    },
-                    child([packages, ...users]),
-                ),
-        );
+        const script = (name: string, h: HostScript, deps: pulumi.Resource[]) =>
+            new Script(id(name), { connection, create: h.create, delete: h.delete, probe: h.probe }, child(deps));
+        const users = plan.users.map((u) => script(`user:${u.name}`, userScript(u), [packages]));
+        const memberships = plan.groupMemberships.map((m) => script(`group:${m.group}:${m.user}`, membershipScript(m), [packages, ...users]));
         const accounts = [packages, ...users, ...memberships];
 
-        const directories = plan.directories.map(
-            (d) =>
-                new Script(
-                    id(d.path),
-                    { connection, create: `install -d -m ${q(d.mode)} -o ${q(d.owner)} -g ${q(d.group)} ${q(d.path)}` },
-                    child(accounts),
-                ),
-        );
-        const mounts = plan.mounts.map((m) => {
-            const fstabMatch = `^tmpfs[[:space:]]+${m.path}[[:space:]]`;
-            return new Script(
-                id(`tmpfs:${m.path}`),
-                {
-                    connection,
-                    create: [
-                        `install -d ${q(m.path)}`,
-                        `line="tmpfs ${m.path} tmpfs size=${m.size},mode=${m.mode},uid=$(id -u ${q(m.owner)}),gid=$(getent group ${q(m.group)} | cut -d: -f3),nodev,nosuid 0 0"`,
-                        `grep -vE ${q(fstabMatch)} /etc/fstab > /etc/fstab.mailinfra || true`,
-                        `echo "$line" >> /etc/fstab.mailinfra && mv /etc/fstab.mailinfra /etc/fstab`,
-                        `if mountpoint -q ${q(m.path)}; then mount -o remount ${q(m.path)}; else mount ${q(m.path)}; fi`,
-                    ].join("\n"),
-                    delete: `umount ${q(m.path)} || true\nsed -i -E ${q(`\|${fstabMatch}|d`)} /etc/fstab`,
-                },
-                child(accounts),
-            );
-        });
+        const directories = plan.directories.map((d) => script(d.path, directoryScript(d), accounts));
+        const mounts = plan.mounts.map((m) => script(`tmpfs:${m.path}`, mountScript(m), accounts));
         const layout = [...accounts, ...directories, ...mounts];
 
         const cronFiles: FileSpec[] = plan.cron.map(cronFile);
@@ -122,20 +82,27 @@ export class MailHost extends pulumi.ComponentResource {
             const deps = [...(s.after.includes("files") ? [...layout, ...files, ...steps] : layout), ...(s.after.includes("peers") ? args.peers ?? [] : [])];
             const stdin = s.secretStdin ? args.secrets[s.secretStdin] : undefined;
             if (s.secretStdin && stdin === undefined) throw new Error(`${name}: step ${s.name} needs secret ${s.secretStdin}`);
-            steps.push(new Script(id(`step:${s.name}`), { connection, create: s.script, stdin: stdin && pulumi.secret(stdin) }, child(deps)));
+            const triggers = s.after.includes("peers") && args.peerInstallIds?.length ? args.peerInstallIds : undefined;
+            steps.push(new Script(id(`step:${s.name}`), { connection, create: s.script, stdin: stdin && pulumi.secret(stdin), triggers }, child(deps)));
         }
 
-        // A service is reloaded exactly when one of the files it reads changed (their hashes are its triggers).
+        // A service is reloaded exactly when one of the files it reads changed (their hashes are its triggers), or
+        // when refresh finds one of them not as declared (its probe checks them: the repair reloads the service).
         const services = plan.services.map((svc) => {
             // secret files: the hash of what is really deployed (so a rotated key restarts the daemon), kept secret in state
-            const inputs = plan.files
-                .filter((f) => f.notify?.includes(svc.name))
-                .map((f) => (f.secret || f.fromSecrets ? pulumi.secret(pulumi.output(contentOf[f.path]).apply((c) => `${f.path}=${sha256(c)}`)) : `${f.path}=${sha256(f.content)}`));
-            const cmd = `systemctl daemon-reload\nsystemctl enable --quiet ${q(svc.name)}\nsystemctl ${svc.onChange} ${q(svc.name)}\nsystemctl is-active --quiet ${q(svc.name)}`;
-            return new Script(id(`service:${svc.name}`), { connection, create: cmd, triggers: inputs }, child([...layout, ...files, ...steps]));
+            const reads = plan.files.filter((f) => f.notify?.includes(svc.name));
+            const inputs = reads.map((f) => (f.secret || f.fromSecrets ? pulumi.secret(pulumi.output(contentOf[f.path]).apply((c) => `${f.path}=${sha256(c)}`)) : `${f.path}=${sha256(f.content)}`));
+            const h = serviceScript(svc);
+            const probe = pulumi.all(inputs).apply((r) => serviceScript(svc, r as string[]).probe);
+            return new Script(
+                id(`service:${svc.name}`),
+                { connection, create: h.create, triggers: inputs, probe: reads.some((f) => f.secret || f.fromSecrets) ? pulumi.secret(probe) : probe },
+                child([...layout, ...files, ...steps]),
+            );
         });
 
         this.ready = [...layout, ...files, ...steps, ...services];
+        this.installId = packages.installId;
         this.registerOutputs({});
     }
 }

@@ -36,8 +36,10 @@ export interface PackagesArgs {
 
 /** Debian packages installed non-interactively, keeping existing conffiles. */
 export class Packages extends pulumi.CustomResource {
+    /** The host's install id (new after a re-image): steps on other hosts that feed this one re-run on its change. */
+    public readonly installId!: pulumi.Output<string>;
     constructor(name: string, args: PackagesArgs, opts?: pulumi.CustomResourceOptions) {
-        super("mailinfra:host:Packages", name, args, opts);
+        super("mailinfra:host:Packages", name, { ...args, installId: undefined }, opts);
     }
 }
 
@@ -48,9 +50,11 @@ export interface ScriptArgs {
     delete?: pulumi.Input<string>;
     triggers?: pulumi.Input<unknown[]>;
     stdin?: pulumi.Input<string>;
+    /** Read-only check for refresh: exit 0 when in place; otherwise `up --refresh` re-runs the step. */
+    probe?: pulumi.Input<string>;
 }
 
-/** An idempotent bash step; re-runs `update` (or `create`) when any input changes. */
+/** An idempotent bash step; re-runs `update` (or `create`) when any input changes or its probe fails on refresh. */
 export class Script extends pulumi.CustomResource {
     public readonly stdout!: pulumi.Output<string>;
     constructor(name: string, args: ScriptArgs, opts?: pulumi.CustomResourceOptions) {

@@ -1,7 +1,10 @@
 // Drift audit: what a host should have (the same HostPlans the program deploys) against what it has.
-// Pure: scripts/drift.ts observes hosts; this renders the expectation and judges the observation.
-// Files rendered from secrets are compared by hash only, never printed.
+// Pure: scripts/drift.ts observes hosts; this renders the expectation and judges the observation with the
+// same observations and probes as the provider's read() (lib/observe.ts, lib/hostScripts.ts), so it reports
+// exactly what `pulumi up --refresh` would repair. Files rendered from secrets are compared by hash only.
 import { sha256 } from "./hash";
+import { directoryScript, HostScript, membershipScript, mountScript, serviceScript, userScript } from "./hostScripts";
+import { BatchItem, BatchResult, batchScript, fileDifferences, fileObserveScript, packagesNotInstalled, packagesObserveScript, parseBatch, parseFileObservation } from "./observe";
 import { cronFile, HostPlan, SecretName } from "./plan";
 
 export interface ExpectedFile {
@@ -18,12 +21,12 @@ export interface ExpectedFile {
 export interface ExpectedHost {
     host: string;
     files: ExpectedFile[];
-    directories: { path: string; mode: string; owner: string; group: string }[];
     packages: string[];
-    services: string[];
+    /** Users, group memberships, directories, mounts and services, with the probes refresh runs. */
+    scripts: HostScript[];
 }
 
-/** Every managed file (plan files + cron files) with its expected hash; secret files rendered only to hash them. */
+/** Every managed item of a host as MailHost deploys it; secret files rendered only to hash them. */
 export function expectedHost(plan: HostPlan, secrets: Partial<Record<SecretName, string>>): ExpectedHost {
     const files: ExpectedFile[] = [...plan.files, ...plan.cron.map(cronFile)].map((f) => {
         const secret = !!(f.secret || f.fromSecrets);
@@ -35,87 +38,75 @@ export function expectedHost(plan: HostPlan, secrets: Partial<Record<SecretName,
         }
         return { path: f.path, mode: f.mode, owner: f.owner, group: f.group, sha256: sha256(content), content: secret ? undefined : content, secret };
     });
-    return { host: plan.host, files, directories: plan.directories, packages: plan.packages, services: plan.services.map((s) => s.name) };
-}
-
-/** The SSH script that observes one host: one line per item, "kind<TAB>name<TAB>values...". */
-export function observeScript(e: ExpectedHost): string {
-    const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-    const lines = [
-        `f() { if [ -e "$1" ]; then printf 'file\\t%s\\t%s\\t%s\\n' "$1" "$(stat -c '%U %G %a' "$1")" "$(sha256sum < "$1" | cut -d' ' -f1)"; else printf 'file\\t%s\\tmissing\\n' "$1"; fi; }`,
-        `d() { if [ -d "$1" ]; then printf 'dir\\t%s\\t%s\\n' "$1" "$(stat -c '%U %G %a' "$1")"; else printf 'dir\\t%s\\tmissing\\n' "$1"; fi; }`,
-        ...e.files.map((f) => `f ${q(f.path)}`),
-        ...e.directories.map((d) => `d ${q(d.path)}`),
-        `for p in ${e.packages.map(q).join(" ")}; do printf 'pkg\\t%s\\t%s\\n' "$p" "$(dpkg-query -W -f='\${db:Status-Abbrev}' "$p" 2>/dev/null | tr -d ' ' || true)"; done`,
-        ...e.services.map((s) => `printf 'svc\\t%s\\t%s %s\\n' ${q(s)} "$(systemctl is-active ${q(s)} 2>/dev/null || true)" "$(systemctl is-enabled ${q(s)} 2>/dev/null || true)"`),
+    const hashOf = new Map(files.map((f) => [f.path, f.sha256]));
+    const scripts = [
+        ...plan.users.map(userScript),
+        ...plan.groupMemberships.map(membershipScript),
+        ...plan.directories.map(directoryScript),
+        ...plan.mounts.map(mountScript),
+        ...plan.services.map((svc) => serviceScript(svc, plan.files.filter((f) => f.notify?.includes(svc.name)).map((f) => `${f.path}=${hashOf.get(f.path)}`))),
     ];
-    return lines.join("\n") + "\n";
+    return { host: plan.host, files, packages: plan.packages, scripts };
 }
 
-export interface Observed {
-    files: Record<string, { meta?: string; sha256?: string }>;
-    dirs: Record<string, string | undefined>;
-    packages: Record<string, string>;
-    services: Record<string, string>;
+/** The batch of observations of one host: the same file and package checks and Script probes as refresh. */
+function observeItems(e: ExpectedHost): BatchItem[] {
+    return [
+        // non-secret files come with their content when it differs (for the diff); secret files only by hash
+        ...e.files.map((f) => ({ key: `file ${f.path}`, script: fileObserveScript(f.path, f.secret ? undefined : f.sha256) })),
+        { key: "packages", script: packagesObserveScript(e.packages) },
+        ...e.scripts.map((s) => ({ key: `${s.kind} ${s.name}`, script: s.probe })),
+    ];
 }
 
-export function parseObservation(stdout: string): Observed {
-    const o: Observed = { files: {}, dirs: {}, packages: {}, services: {} };
-    for (const line of stdout.split("\n")) {
-        const [kind, name, a, b] = line.split("\t");
-        if (kind === "file") o.files[name] = a === "missing" ? {} : { meta: a, sha256: b };
-        else if (kind === "dir") o.dirs[name] = a === "missing" ? undefined : a;
-        else if (kind === "pkg") o.packages[name] = a ?? "";
-        else if (kind === "svc") o.services[name] = a ?? "";
-    }
-    return o;
+/** The SSH script that observes one host (its output framed by `marker`). */
+export function observeScript(e: ExpectedHost, marker: string): string {
+    return batchScript(observeItems(e), marker);
+}
+
+export type Observed = Map<string, BatchResult>;
+
+export function parseObservation(e: ExpectedHost, marker: string, stdout: string): Observed {
+    return parseBatch(observeItems(e), marker, stdout).results;
 }
 
 export interface DriftItem {
-    kind: "file" | "directory" | "package" | "service";
+    kind: "file" | "package" | HostScript["kind"];
     name: string;
     /** One line: what differs. */
     what: string;
-    /** A file whose content differs and may be shown (not secret). */
-    contentDiffers?: boolean;
-}
-
-const modeOf = (m: string) => parseInt(m, 8);
-
-function metaDrift(expected: { mode: string; owner: string; group: string }, meta: string): string[] {
-    const [owner, group, mode] = meta.split(" ");
-    const out: string[] = [];
-    if (owner !== expected.owner || group !== expected.group) out.push(`owner ${owner}:${group}, expected ${expected.owner}:${expected.group}`);
-    if (modeOf(mode) !== modeOf(expected.mode)) out.push(`mode ${mode.padStart(4, "0")}, expected ${expected.mode}`);
-    return out;
+    /** The file's content on the host, when it differs and may be shown (not secret). */
+    onHost?: string;
 }
 
 export function compareHost(e: ExpectedHost, o: Observed): DriftItem[] {
     const out: DriftItem[] = [];
+    const unobserved = (kind: DriftItem["kind"], name: string) => out.push({ kind, name, what: "not observed (the host's check script failed)" });
     for (const f of e.files) {
-        const seen = o.files[f.path];
-        if (!seen || !seen.meta) {
+        const r = o.get(`file ${f.path}`);
+        if (!r) {
+            unobserved("file", f.path);
+            continue;
+        }
+        const seen = parseFileObservation(r.out);
+        const d = fileDifferences(f, seen);
+        if (d.missing || seen.missing) {
             out.push({ kind: "file", name: f.path, what: "missing" });
             continue;
         }
-        const problems = metaDrift(f, seen.meta);
-        const contentDiffers = seen.sha256 !== f.sha256;
-        if (contentDiffers) problems.unshift(f.secret ? "content differs (secret: compared by hash only)" : "content differs");
-        if (problems.length) out.push({ kind: "file", name: f.path, what: problems.join("; "), contentDiffers: contentDiffers && !f.secret });
+        const problems: string[] = [];
+        if (d.content) problems.push(f.secret ? "content differs (secret: compared by hash only)" : "content differs");
+        if (d.owner || d.group) problems.push(`owner ${seen.owner}:${seen.group}, expected ${f.owner}:${f.group}`);
+        if (d.mode) problems.push(`mode ${d.mode}, expected ${f.mode}`);
+        if (problems.length) out.push({ kind: "file", name: f.path, what: problems.join("; "), ...(d.content && !f.secret && seen.content !== undefined ? { onHost: seen.content } : {}) });
     }
-    for (const d of e.directories) {
-        const meta = o.dirs[d.path];
-        if (!meta) out.push({ kind: "directory", name: d.path, what: "missing" });
-        else {
-            const p = metaDrift(d, meta);
-            if (p.length) out.push({ kind: "directory", name: d.path, what: p.join("; ") });
-        }
-    }
-    for (const p of e.packages) if (o.packages[p] !== "ii") out.push({ kind: "package", name: p, what: o.packages[p] && o.packages[p] !== "un" ? `dpkg state ${o.packages[p]}` : "not installed" });
-    for (const s of e.services) {
-        const [active, enabled] = (o.services[s] ?? "").split(" ");
-        if (active !== "active" || !["enabled", "static", "alias", "indirect"].includes(enabled ?? ""))
-            out.push({ kind: "service", name: s, what: `${active || "unknown"}, ${enabled || "unknown"} (expected active, enabled)` });
+    const pkgs = o.get("packages");
+    if (!pkgs) unobserved("package", e.packages.join(" "));
+    else for (const p of packagesNotInstalled(e.packages, pkgs.out)) out.push({ kind: "package", name: p.name, what: p.state && p.state !== "un" ? `dpkg state ${p.state}` : "not installed" });
+    for (const s of e.scripts) {
+        const r = o.get(`${s.kind} ${s.name}`);
+        if (!r) unobserved(s.kind, s.name);
+        else if (r.rc !== 0) out.push({ kind: s.kind, name: s.name, what: r.out.trim().split("\n").pop() || `probe failed (exit ${r.rc})` });
     }
     return out;
 }

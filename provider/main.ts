@@ -2,8 +2,8 @@
 // Started by the engine through ./pulumi-resource-mailinfra (see Pulumi.yaml `plugins`).
 import * as crypto from "crypto";
 import * as provider from "@pulumi/pulumi/provider";
-import { isDeepStrictEqual } from "util";
 import { closeAllSessions } from "./ssh";
+import { changedKeys, installIdOf, inputsOf, readResource } from "./read";
 import { isSecret, kinds, ResourceKind, unwrapSecrets } from "./resources";
 
 export const PROVIDER_VERSION = "0.1.0";
@@ -17,12 +17,6 @@ function kindOf(urn: string): ResourceKind {
     const k = kinds[typeOf(urn)];
     if (!k) throw new Error(`mailinfra provider: unknown resource type in ${urn}`);
     return k;
-}
-
-/** Fields of `connection` that identify the target host; key material may rotate freely. */
-function hostIdentity(props: any) {
-    const c = unwrapSecrets(props?.connection) ?? {};
-    return { host: c.host, port: c.port ?? 22, user: c.user ?? "root" };
 }
 
 /** A hash of secret content would let anyone with the state brute-force a weak secret: drop it. */
@@ -40,37 +34,34 @@ const mailinfraProvider: provider.Provider = {
 
     async diff(_id: string, urn: string, olds: any, news: any) {
         const kind = kindOf(urn);
-        const changed = new Set<string>();
-        for (const k of new Set([...Object.keys(olds ?? {}), ...Object.keys(news ?? {})])) {
-            if (k === "connection") {
-                if (!isDeepStrictEqual(hostIdentity(olds), hostIdentity(news))) changed.add(k);
-            } else if (!isDeepStrictEqual(unwrapSecrets(olds?.[k]), unwrapSecrets(news?.[k]))) {
-                // outputs recorded in state (sha256, stdout, ...) are not inputs
-                if (k in (news ?? {}) || !["sha256", "stdout", "observedSha256", "observedMeta"].includes(k)) changed.add(k);
-            }
-        }
+        const changed = changedKeys(olds, news);
         const replaces = kind.replaceOn.filter((k) => changed.has(k));
         return { changes: changed.size > 0, replaces, deleteBeforeReplace: false };
     },
 
     async create(urn: string, inputs: any) {
-        const outs = await kindOf(urn).create(unwrapSecrets(inputs));
-        return { id: crypto.randomUUID(), outs: { ...inputs, ...publicOutputs(inputs, outs) } };
+        const plain = unwrapSecrets(inputs);
+        const [outs, installId] = await Promise.all([kindOf(urn).create(plain), installIdOf(plain.connection)]);
+        return { id: crypto.randomUUID(), outs: { ...inputs, ...publicOutputs(inputs, outs), ...(installId ? { installId } : {}) } };
     },
 
     async update(_id: string, urn: string, olds: any, news: any) {
-        const outs = await kindOf(urn).update(unwrapSecrets(olds), unwrapSecrets(news));
-        return { outs: { ...news, ...publicOutputs(news, outs) } };
+        const plain = unwrapSecrets(news);
+        const [outs, installId] = await Promise.all([kindOf(urn).update(unwrapSecrets(olds), plain), installIdOf(plain.connection)]);
+        return { outs: { ...news, ...publicOutputs(news, outs), ...(installId ? { installId } : {}) } };
     },
 
     async delete(_id: string, urn: string, props: any) {
         await kindOf(urn).delete(unwrapSecrets(props));
     },
 
+    // The observed state in the properties diff() compares: `up --refresh` repairs what drifted, and a
+    // resource whose host was re-imaged (or a deleted file) is reported gone, so `up` creates it again.
     async read(id: string, urn: string, props: any) {
-        const kind = kindOf(urn);
-        const observed = kind.read ? await kind.read(unwrapSecrets(props)) : undefined;
-        return { id, props: { ...props, ...(observed ?? {}) } };
+        kindOf(urn);
+        const outcome = await readResource(typeOf(urn), props);
+        if (outcome.gone) return { id: "", props: {} };
+        return { id, props: outcome.props, inputs: inputsOf(outcome.props) };
     },
 };
 

@@ -1,10 +1,10 @@
 // Resource implementations of the mailinfra provider. Every operation is one SSH exec;
-// check/diff never touch a host, so a no-op `pulumi up` costs no SSH round trip.
+// check/diff never touch a host, so a no-op `pulumi up` costs no SSH round trip (read() is in ./read.ts).
 import { sha256 } from "../lib/hash";
-import { Connection, runChecked, sessionFor } from "./ssh";
+import { Connection, runChecked } from "./ssh";
 
-const SECRET_SIG = "4dabf18193072939515e22adb298388d";
-const SECRET_VAL = "1b47061264138c4ac30d75fd1eb44270";
+export const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+export const SECRET_VAL = "1b47061264138c4ac30d75fd1eb44270";
 
 export function isSecret(v: any): boolean {
     return !!v && typeof v === "object" && v[SECRET_SIG] === SECRET_VAL;
@@ -38,7 +38,6 @@ export interface ResourceKind {
     create(p: any): Promise<Record<string, unknown>>;
     update(olds: any, p: any): Promise<Record<string, unknown>>;
     delete(p: any): Promise<void>;
-    read?(p: any): Promise<Record<string, unknown> | undefined>;
 }
 
 const NAME_RE = /^[a-z_][a-z0-9_.-]*\$?$/i;
@@ -118,11 +117,6 @@ export const fileKind: ResourceKind = {
         if (p.keepOnDelete) return;
         await runChecked(p.connection, `removing ${p.path}`, `rm -f ${shq(p.path)}\n`);
     },
-    async read(p: FileProps) {
-        const r = await sessionFor(p.connection).run(`cat ${shq(p.path)} 2>/dev/null | sha256sum | cut -d' ' -f1; stat -c '%U %G %a' ${shq(p.path)} 2>/dev/null || echo missing\n`);
-        const [hash, meta] = r.stdout.trim().split("\n");
-        return { observedSha256: meta === "missing" ? "" : hash, observedMeta: meta };
-    },
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -190,6 +184,8 @@ export interface ScriptProps {
     triggers?: unknown[];
     /** Secret input handed to the script on stdin (never on a command line). */
     stdin?: string;
+    /** Read-only check run by refresh: a non-zero exit shows the resource as drifted and `up` re-runs it. */
+    probe?: string;
 }
 
 export const scriptKind: ResourceKind = {

@@ -84,6 +84,13 @@ function failoverFigure(): Record<string, unknown> | undefined {
     return { rto_s: f.rtoSeconds, pulumi_up_s: f.upSeconds, restore_and_imaps_s: f.restoreSeconds, measured_at: f.at, source: "test/lab/ops.test.ts \"cold failover of the store onto spare\" (bench/failover-last.json; not rerun by the bench)" };
 }
 
+/** Drift repairs and the bare-host rebuild, one `up --refresh` each, as test/lab/converge.test.ts last measured them. */
+function convergeFigure(): Record<string, unknown> | undefined {
+    const file = path.join(repo, "bench", "converge-last.json");
+    if (!fs.existsSync(file)) return undefined;
+    return { ...JSON.parse(fs.readFileSync(file, "utf8")), source: "test/lab/converge.test.ts (bench/converge-last.json; not rerun by the bench)" };
+}
+
 // Mail pipeline: internet host (ext) -> relay (SpamAssassin) -> store Maildir, with smtp-source (test/lab/load.ts)
 const MAIL_MESSAGES = Number(process.env.BENCH_MAIL_MESSAGES ?? 200);
 const MAIL_RUNS = Number(process.env.BENCH_MAIL_RUNS ?? 3);
@@ -199,12 +206,17 @@ async function main() {
     const floor = timed("ssh", [...ssh, `export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends ${[...all].join(" ")} >/dev/null`]);
 
     const noopUp: number[] = [];
+    const noopRefresh: number[] = [];
     const noopPreview: number[] = [];
     let noopCommands: Record<string, number> = {};
+    let refreshCommands: Record<string, number> = {};
     for (let i = 0; i < 3; i++) {
-        const started = Date.now();
+        let started = Date.now();
         noopUp.push(pulumi(["up", "--stack", "lab", "--yes", "--skip-preview"], { MAILINFRA_STATS_FILE: statsFile }));
         noopCommands = commandCounts(byName(hostActivity(started)));
+        started = Date.now();
+        noopRefresh.push(pulumi(["up", "--refresh", "--stack", "lab", "--yes", "--skip-preview", "--expect-no-changes"], { MAILINFRA_STATS_FILE: statsFile }));
+        refreshCommands = commandCounts(byName(hostActivity(started)));
         noopPreview.push(pulumi(["preview", "--stack", "lab", "--expect-no-changes"]));
     }
     const unit = timed("npx", ["vitest", "run", "--project", "unit"]);
@@ -219,6 +231,9 @@ async function main() {
         noop_up_median_s: +median(noopUp).toFixed(1),
         noop_up_includes: "smoke mail through relay and IMAPS",
         noop_up_remote_commands: noopCommands,
+        noop_up_refresh_median_s: +median(noopRefresh).toFixed(1),
+        noop_up_refresh_remote_commands: refreshCommands,
+        drift_repairs: convergeFigure() ?? "not measured (no bench/converge-last.json: run test/lab/converge.test.ts)",
         noop_preview_median_s: +median(noopPreview).toFixed(1),
         unit_mock_run_s: +unit.toFixed(1),
         prod_preview_median_s: +prod.toFixed(1),
@@ -231,6 +246,8 @@ async function main() {
         ["apt floor (same packages, one fresh host)", `${figures.apt_floor_s} s`],
         ["converge / apt floor", `${figures.converge_over_apt_floor}`],
         ["no-op pulumi up (median of 3, incl. smoke)", `${figures.noop_up_median_s} s`],
+        ["no-op pulumi up --refresh (median of 3, incl. smoke)", `${figures.noop_up_refresh_median_s} s`],
+        ["remote commands, no-op up --refresh", JSON.stringify(refreshCommands)],
         ["no-op pulumi preview (median of 3)", `${figures.noop_preview_median_s} s`],
         ["remote commands, converge", JSON.stringify(convergeCommands)],
         ["remote commands, no-op up", JSON.stringify(noopCommands)],

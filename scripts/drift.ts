@@ -1,6 +1,6 @@
 // Drift audit of a stack's hosts:   npm run drift -- <stack> [host...]
-// Compares every managed file (content, mode, owner), directory, package and service with what the
-// program renders (lib/roles → the same HostPlans `pulumi up` deploys) and prints a per-host report
+// Compares every managed file (content, mode, owner), package, user, group membership, directory, tmpfs
+// mount and service (enabled, running, reading its declared files) with what the program renders (lib/roles → the same HostPlans `pulumi up` deploys) and prints a per-host report
 // with a unified diff (rendered → on the host, so hand edits show as +/- lines). Files rendered
 // from secrets are compared by hash only. Exit 0: no drift, 1: drift or a host not reachable.
 import { spawnSync } from "child_process";
@@ -9,6 +9,7 @@ import * as os from "os";
 import * as path from "path";
 import { parseArgs } from "util";
 import { compareHost, expectedHost, observeScript, parseObservation, renderHostReport } from "../lib/drift";
+import { batchMarker } from "../lib/observe";
 import { SECRET_NAMES, SecretName } from "../lib/plan";
 import { planFleet } from "../lib/roles";
 import { closeAllSessions, sessionFor } from "../provider/ssh";
@@ -37,19 +38,20 @@ async function main() {
         plans.map(async (plan) => {
             const expected = expectedHost(plan, secrets);
             const session = sessionFor(stack.connection(plan.host));
+            // one round trip: the same observations and probes as `pulumi up --refresh`
+            const marker = batchMarker();
             let stdout: string;
             try {
-                stdout = (await session.run(observeScript(expected))).stdout;
+                stdout = (await session.run(observeScript(expected, marker))).stdout;
             } catch (e) {
                 drifted++;
                 return `== ${plan.host}: not reachable (${(e as Error).message})`;
             }
-            const items = compareHost(expected, parseObservation(stdout));
+            const items = compareHost(expected, parseObservation(expected, marker, stdout));
             const diffs: Record<string, string> = {};
-            for (const i of items.filter((i) => i.contentDiffers)) {
+            for (const i of items.filter((i) => i.onHost !== undefined)) {
                 const f = expected.files.find((f) => f.path === i.name)!;
-                const r = await session.run(`base64 -w0 < '${f.path.replace(/'/g, `'\\''`)}'\n`);
-                diffs[i.name] = unifiedDiff(f.content!, Buffer.from(r.stdout.trim(), "base64").toString("utf8"), `${plan.host}:${f.path}`);
+                diffs[i.name] = unifiedDiff(f.content!, i.onHost!, `${plan.host}:${f.path}`);
             }
             if (items.length) drifted++;
             return renderHostReport(plan.host, items, diffs);

@@ -1,7 +1,8 @@
 // Operator commands' pure layer: status verdicts, the drift comparison, the backup plan and its config.
 import { describe, expect, it } from "vitest";
 import { parseStackConfig } from "../../lib/config";
-import { compareHost, expectedHost, observeScript, parseObservation } from "../../lib/drift";
+import { compareHost, expectedHost, Observed, observeScript } from "../../lib/drift";
+import { fileObserveScript } from "../../lib/observe";
 import { sha256 } from "../../lib/hash";
 import { planFleet } from "../../lib/roles";
 import { checkCertificate, checkDns, checkPorts, checkProbe, checkTlsVersions, exitCodeOf, expectedDnsRecords, mxHosts, renderTable } from "../../lib/status";
@@ -63,48 +64,72 @@ describe("drift audit", () => {
     const expected = expectedHost(plan, SECRETS);
     const alias = expected.files.find((f) => f.path === "/etc/exim4/aliases/wikimedia.test")!;
 
-    /** What observeScript would print for a host that is exactly as rendered. */
-    function clean(): string {
-        return [
-            ...expected.files.map((f) => `file\t${f.path}\t${f.owner} ${f.group} ${parseInt(f.mode, 8).toString(8)}\t${f.sha256}`),
-            ...expected.directories.map((d) => `dir\t${d.path}\t${d.owner} ${d.group} ${parseInt(d.mode, 8).toString(8)}`),
-            ...expected.packages.map((p) => `pkg\t${p}\tii`),
-            ...expected.services.map((s) => `svc\t${s}\tactive enabled`),
-        ].join("\n");
+    /** What observeScript's items report for a host that is exactly as rendered. */
+    function clean(): Observed {
+        return new Map([
+            ...expected.files.map((f) => [`file ${f.path}`, { rc: 0, out: `present\t${f.owner} ${f.group} ${parseInt(f.mode, 8).toString(8)}\t${f.sha256}` }] as const),
+            ["packages", { rc: 0, out: expected.packages.map((p) => `${p}\tii`).join("\n") }] as const,
+            ...expected.scripts.map((s) => [`${s.kind} ${s.name}`, { rc: 0, out: "" }] as const),
+        ]);
     }
+    const withFile = (o: Observed, path: string, out: string) => o.set(`file ${path}`, { rc: 0, out });
 
     it("finds nothing on a host exactly as rendered", () => {
-        expect(compareHost(expected, parseObservation(clean()))).toEqual([]);
+        expect(compareHost(expected, clean())).toEqual([]);
     });
 
-    it("reports a hand-edited alias file with a content diff, and a changed mode", () => {
-        const edited = clean()
-            .replace(alias.sha256, sha256(alias.content + "extra: someone\n"))
-            .replace(`/etc/exim4/system_filter\troot root 644`, `/etc/exim4/system_filter\troot root 666`);
+    it("reports a hand-edited alias file with its content on the host, and a changed mode", () => {
+        const edited = alias.content + "extra: someone\n";
+        const o = withFile(clean(), alias.path, `present\troot root 644\t${sha256(edited)}\n${Buffer.from(edited).toString("base64")}`);
+        withFile(o, "/etc/exim4/system_filter", `present\troot root 666\t${expected.files.find((f) => f.path === "/etc/exim4/system_filter")!.sha256}`);
         // in plan order, which the test does not pin
-        expect(compareHost(expected, parseObservation(edited))).toEqual(
+        expect(compareHost(expected, o)).toEqual(
             expect.arrayContaining([
-                { kind: "file", name: "/etc/exim4/system_filter", what: "mode 0666, expected 0644", contentDiffers: false },
-                { kind: "file", name: "/etc/exim4/aliases/wikimedia.test", what: "content differs", contentDiffers: true },
+                { kind: "file", name: "/etc/exim4/system_filter", what: "mode 0666, expected 0644" },
+                { kind: "file", name: "/etc/exim4/aliases/wikimedia.test", what: "content differs", onHost: edited },
             ]),
         );
-        expect(compareHost(expected, parseObservation(edited))).toHaveLength(2);
+        expect(compareHost(expected, o)).toHaveLength(2);
     });
 
     it("compares secret files by hash only and never carries their content", () => {
         const secrets = expected.files.filter((f) => f.secret);
         expect(secrets.map((f) => f.path)).toContain("/etc/exim4/secrets.conf");
         expect(secrets.every((f) => f.content === undefined)).toBe(true);
-        expect(observeScript(expected)).not.toContain("ldap-pass-123");
-        const items = compareHost(expected, parseObservation(clean().replace(secrets[0].sha256, sha256("other"))));
-        expect(items).toEqual([{ kind: "file", name: secrets[0].path, what: "content differs (secret: compared by hash only)", contentDiffers: false }]);
+        const script = observeScript(expected, "@@m");
+        expect(script).not.toContain("ldap-pass-123");
+        // no content is fetched for a secret file, even when it differs
+        expect(script).toContain(fileObserveScript(secrets[0].path));
+        const items = compareHost(expected, withFile(clean(), secrets[0].path, `present\t${secrets[0].owner} ${secrets[0].group} ${parseInt(secrets[0].mode, 8).toString(8)}\t${sha256("other")}`));
+        expect(items).toEqual([{ kind: "file", name: secrets[0].path, what: "content differs (secret: compared by hash only)" }]);
     });
 
-    it("reports a stopped service, a missing package and a missing cron file", () => {
-        const o = parseObservation(clean().replace("svc\tspamd\tactive enabled", "svc\tspamd\tinactive enabled").replace("pkg\tunbound\tii", "pkg\tunbound\t").replace(/file\t\/etc\/cron\.d\/[^\n]*/, "file\t/etc/cron.d/x\tmissing"));
+    it("reports a stopped service, a missing package, a deleted file, a missing user and tmpfs mount", () => {
+        const o = clean();
+        o.set("service spamd", { rc: 1, out: "inactive, enabled (expected active, enabled)" });
+        o.set("packages", { rc: 0, out: expected.packages.map((p) => `${p}\t${p === "unbound" ? "" : "ii"}`).join("\n") });
+        const user = expected.scripts.find((s) => s.kind === "user")!;
+        o.set(`user ${user.name}`, { rc: 1, out: "missing" });
+        withFile(o, "/etc/exim4/system_filter", "missing");
+        const mount = expected.scripts.find((s) => s.kind === "mount")!;
+        o.set(`mount ${mount.name}`, { rc: 1, out: "not mounted" });
         expect(compareHost(expected, o).map((i) => `${i.kind} ${i.name}: ${i.what}`)).toEqual(
-            expect.arrayContaining(["service spamd: inactive, enabled (expected active, enabled)", "package unbound: not installed"]),
+            expect.arrayContaining([
+                "service spamd: inactive, enabled (expected active, enabled)",
+                "package unbound: not installed",
+                `user ${user.name}: missing`,
+                `mount ${mount.name}: not mounted`,
+                "file /etc/exim4/system_filter: missing",
+            ]),
         );
+    });
+
+    it("checks the same items refresh probes: users, groups, directories, mounts and services reading their declared files", () => {
+        expect([...new Set(expected.scripts.map((s) => s.kind))].sort()).toEqual(["directory", "group", "mount", "service", "user"]);
+        const exim = expected.scripts.find((s) => s.kind === "service" && s.name === "exim4")!;
+        const conf = expected.files.find((f) => f.path === "/etc/exim4/exim4.conf")!;
+        expect(exim.probe).toContain(`${conf.sha256}  /etc/exim4/exim4.conf`);
+        expect(observeScript(expected, "@@m")).toContain(exim.probe);
     });
 });
 
