@@ -54,17 +54,17 @@ const mailinfraProvider: provider.Provider = {
     },
 
     async create(urn: string, inputs: any) {
-        const outs = await kindOf(urn).create(unwrapSecrets(inputs));
+        const outs = await kindOf(urn).create(unwrapSecrets(inputs), urn);
         return { id: crypto.randomUUID(), outs: { ...inputs, ...publicOutputs(inputs, outs) } };
     },
 
     async update(_id: string, urn: string, olds: any, news: any) {
-        const outs = await kindOf(urn).update(unwrapSecrets(olds), unwrapSecrets(news));
+        const outs = await kindOf(urn).update(unwrapSecrets(olds), unwrapSecrets(news), urn);
         return { outs: { ...news, ...publicOutputs(news, outs) } };
     },
 
     async delete(_id: string, urn: string, props: any) {
-        await kindOf(urn).delete(unwrapSecrets(props));
+        await kindOf(urn).delete(unwrapSecrets(props), urn);
     },
 
     async read(id: string, urn: string, props: any) {
