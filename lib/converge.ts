@@ -63,7 +63,9 @@ export function resolvePending(deployment: any, at: string): ResolvedPending {
         const name = op.resource.urn.split("::").pop();
         const inState = byUrn.get(op.resource.urn) ?? [];
         if (op.type === "creating" || !inState.length) return `${name}: interrupted while ${op.type}; it will be created again`;
-        for (const r of inState) {
+        const custom = inState.filter((r) => r.custom);
+        if (!custom.length) return `${name}: interrupted while ${op.type}; nothing on a host to apply again`;
+        for (const r of custom) {
             r.inputs = { ...(r.inputs ?? {}), [INTERRUPTED_MARK]: at };
             r.outputs = { ...(r.outputs ?? {}), [INTERRUPTED_MARK]: at };
         }
@@ -100,7 +102,9 @@ export function summarizeEvents(eventLog: string): ConvergeOutcome {
             continue; // a line cut by a killed CLI
         }
         const out = ev.resOutputsEvent?.metadata;
-        if (out && CHANGING_OPS.has(out.op) && !out.urn.includes("::pulumi:providers:")) {
+        // components and the stack itself change nothing on a host
+        const state = out?.new ?? out?.old;
+        if (out && CHANGING_OPS.has(out.op) && !out.urn.includes("::pulumi:providers:") && !(state && !state.custom)) {
             const name = String(out.urn).split("::").pop()!;
             if (!changed.has(name)) changed.set(name, `${out.op} ${name}`);
         }
@@ -126,17 +130,29 @@ export function verdict(upExitCode: number, outcome: ConvergeOutcome): ConvergeR
 
 /** The one-line summary the command prints last (and cron mails / the journal keeps). */
 export function summaryLine(stack: string, result: ConvergeResult, outcome: ConvergeOutcome, seconds: number, notes: string[], log: string): string {
-    const same = outcome.counts.same ?? 0;
+    const took = `${seconds.toFixed(0)} s`;
     const head =
         result === "converged"
-            ? `converged, nothing drifted (${same} unchanged)`
+            ? `converged, nothing drifted (${outcome.counts.same ?? 0} unchanged) in ${took}`
             : result === "repaired"
-              ? `repaired ${outcome.changed.length} resource(s): ${outcome.changed.join(", ")}`
-              : `FAILED: ${firstLine(outcome.errors[0] ?? "pulumi up did not complete")}${outcome.changed.length ? ` (changed before the failure: ${outcome.changed.join(", ")})` : ""}`;
-    return [`converge ${stack}: ${head} in ${seconds.toFixed(0)} s`, ...notes, `log ${log}`].join("; ");
+              ? `repaired ${outcome.changed.length} resource(s) in ${took}: ${listed(outcome.changed)}`
+              : `FAILED after ${took}: ${oneLine(outcome.errors[0] ?? "pulumi up did not complete")}${outcome.changed.length ? ` (changed before the failure: ${listed(outcome.changed)})` : ""}`;
+    return [`converge ${stack}: ${head}`, ...notes, `log ${log}`].join("; ");
 }
 
-function firstLine(s: string): string {
-    const line = s.split("\n").map((l) => l.trim()).find((l) => l && !/^error:?$/.test(l)) ?? s;
+/** The summary stays one readable line; the log lists every resource. */
+const LISTED_MAX = 20;
+function listed(changed: string[]): string {
+    return changed.length > LISTED_MAX ? `${changed.slice(0, LISTED_MAX).join(", ")} and ${changed.length - LISTED_MAX} more (listed in the log)` : changed.join(", ");
+}
+
+/** An engine error (often several lines: the checker's output) folded into the summary line. */
+function oneLine(s: string): string {
+    const line = s
+        .split("\n")
+        .map((l) => l.trim())
+        .filter((l) => l && !/^error:?$/.test(l))
+        .join(" ")
+        .replace(/^error: /, "");
     return line.length > 300 ? line.slice(0, 297) + "..." : line;
 }

@@ -3,6 +3,7 @@
 import * as crypto from "crypto";
 import * as provider from "@pulumi/pulumi/provider";
 import { isDeepStrictEqual } from "util";
+import { exitWhenOrphaned } from "./orphan";
 import { closeAllSessions } from "./ssh";
 import { isSecret, kinds, ResourceKind, unwrapSecrets } from "./resources";
 
@@ -75,4 +76,4 @@ const mailinfraProvider: provider.Provider = {
 };
 
 process.on("exit", closeAllSessions);
-provider.main(mailinfraProvider, process.argv.slice(2));
+provider.main(exitWhenOrphaned(mailinfraProvider), process.argv.slice(2));

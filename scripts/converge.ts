@@ -28,10 +28,11 @@ function say(line: string): void {
 }
 
 /** The CLI with this project's wrapper; its output goes to the log. */
-function pulumi(args: string[], input?: string): { code: number; stdout: string } {
+function pulumi(args: string[], input?: string): { code: number; stdout: string; error: string } {
     const r = spawnSync(pulumiBin, [...args, "--stack", stack, "--non-interactive"], { cwd: repo, input, encoding: "utf8", maxBuffer: 512 << 20 });
     log(`$ pulumi ${args.join(" ")} (exit ${r.status})${r.stderr ? `\n${r.stderr.trimEnd()}` : ""}`);
-    return { code: r.status ?? 1, stdout: r.stdout ?? "" };
+    const error = (r.stderr ?? "").trim().split("\n").filter((l) => /error/i.test(l)).pop() ?? `exit ${r.status}`;
+    return { code: r.status ?? 1, stdout: r.stdout ?? "", error };
 }
 
 function backendDir(): string | undefined {
@@ -85,6 +86,7 @@ async function clearStaleLocks(): Promise<void> {
                 continue;
             }
             fs.rmSync(file);
+            fs.rmSync(`${file}.attrs`, { force: true }); // the file backend's metadata sidecar
             say(`warning: cleared the stale stack lock ${file}, ${v.reason}`);
             notes.push(`cleared a stale stack lock of pid ${lock.pid}`);
         }
@@ -101,7 +103,7 @@ async function clearStaleLocks(): Promise<void> {
 /** Interrupted operations of a killed CLI: the export is saved (0600) next to the log, then re-imported without them. */
 function resolveInterruptedOperations(): void {
     const exp = pulumi(["stack", "export"]);
-    if (exp.code !== 0) throw new Error(`pulumi stack export failed (see ${logFile})`);
+    if (exp.code !== 0) throw new Error(`pulumi stack export failed: ${exp.error}`);
     const state = JSON.parse(exp.stdout);
     const { deployment, resolved } = resolvePending(state.deployment, new Date(startedAt).toISOString());
     if (!resolved.length) return;
@@ -111,7 +113,8 @@ function resolveInterruptedOperations(): void {
     const fixed = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "mailinfra-converge-")), "state.json");
     fs.writeFileSync(fixed, JSON.stringify({ ...state, deployment }), { mode: 0o600 });
     try {
-        if (pulumi(["stack", "import", "--file", fixed]).code !== 0) throw new Error(`pulumi stack import failed (see ${logFile}); the previous state is in ${backup}`);
+        const imp = pulumi(["stack", "import", "--file", fixed]);
+        if (imp.code !== 0) throw new Error(`pulumi stack import failed: ${imp.error}; the previous state is in ${backup}`);
     } finally {
         fs.rmSync(path.dirname(fixed), { recursive: true, force: true });
     }
@@ -124,7 +127,8 @@ function up(eventLog: string): Promise<number> {
         const args = ["up", "--stack", stack, "--refresh", "--yes", "--skip-preview", "--non-interactive", "--color=never", "--event-log", eventLog];
         log(`$ pulumi ${args.join(" ")}`);
         const out = fs.openSync(logFile, "a");
-        const child = spawn(pulumiBin, args, { cwd: repo, stdio: ["ignore", out, out] });
+        // --event-log exists only with PULUMI_DEBUG_COMMANDS (the Automation API sets it for the same flag)
+        const child = spawn(pulumiBin, args, { cwd: repo, stdio: ["ignore", out, out], env: { ...process.env, PULUMI_DEBUG_COMMANDS: "true" } });
         child.on("error", () => resolve(1));
         child.on("close", (code) => {
             fs.closeSync(out);
@@ -168,7 +172,7 @@ async function main(): Promise<number> {
         console.log(line);
         return EXIT_CODES[result];
     } catch (e) {
-        const line = `converge ${stack}: FAILED: ${(e as Error).message}; log ${logFile}`;
+        const line = `converge ${stack}: FAILED after ${((Date.now() - startedAt) / 1000).toFixed(0)} s: ${(e as Error).message}; log ${logFile}`;
         log(line);
         console.log(line);
         return EXIT_CODES.failed;
@@ -178,4 +182,5 @@ async function main(): Promise<number> {
     }
 }
 
-main().then((code) => process.exit(code));
+// exitCode, not exit(): the summary line must reach a piped stdout (cron, CI) before the process ends
+main().then((code) => (process.exitCode = code));

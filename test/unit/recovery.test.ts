@@ -31,7 +31,10 @@ describe("interrupted operations", () => {
     const pkgs = "urn:pulumi:lab::mailinfra::mailinfra:fleet:MailHost$mailinfra:host:Packages::sanger:packages";
     const gone = "urn:pulumi:lab::mailinfra::mailinfra:fleet:MailHost$mailinfra:host:File::lily/etc/old";
     const deployment = {
-        resources: [{ urn: file, inputs: { path: "/etc/exim4/exim4.conf" }, outputs: { path: "/etc/exim4/exim4.conf", sha256: "a" } }, { urn: gone, inputs: {}, outputs: {} }],
+        resources: [
+            { urn: file, custom: true, inputs: { path: "/etc/exim4/exim4.conf" }, outputs: { path: "/etc/exim4/exim4.conf", sha256: "a" } },
+            { urn: gone, custom: true, inputs: {}, outputs: {} },
+        ],
         pending_operations: [
             { type: "updating", resource: { urn: file } },
             { type: "creating", resource: { urn: pkgs } },
@@ -72,19 +75,25 @@ describe("converge verdict from the engine's events", () => {
     });
 
     it("is repaired (exit 2) with the list of changed resources", () => {
-        const o = summarizeEvents([out("refresh", "mchenry/etc/a"), out("update", "mchenry/etc/a"), out("create", "sanger:packages"), "{cut-off", summary({ same: 140, update: 1, create: 1 })].join("\n"));
+        const component = ev({ resOutputsEvent: { metadata: { op: "create", urn: "urn:pulumi:lab::mailinfra::mailinfra:fleet:MailHost::sanger", new: { custom: false } } } });
+        const o = summarizeEvents([out("refresh", "mchenry/etc/a"), out("update", "mchenry/etc/a"), component, out("create", "sanger:packages"), "{cut-off", summary({ same: 140, update: 1, create: 2 })].join("\n"));
         expect(verdict(0, o)).toBe("repaired");
         expect(EXIT_CODES.repaired).toBe(2);
         expect(o.changed).toEqual(["update mchenry/etc/a", "create sanger:packages"]);
         expect(summaryLine("lab", "repaired", o, 30, ["resolved 1 interrupted operation(s)"], "/l")).toBe(
-            "converge lab: repaired 2 resource(s): update mchenry/etc/a, create sanger:packages in 30 s; resolved 1 interrupted operation(s); log /l",
+            "converge lab: repaired 2 resource(s) in 30 s: update mchenry/etc/a, create sanger:packages; resolved 1 interrupted operation(s); log /l",
         );
+    });
+
+    it("lists at most 20 resources in the one-line summary", () => {
+        const o = summarizeEvents([...Array.from({ length: 25 }, (_, i) => out("create", `h/f${i}`)), summary({ create: 25 })].join("\n"));
+        expect(summaryLine("lab", verdict(0, o), o, 1, [], "/l")).toContain("create h/f19 and 5 more (listed in the log)");
     });
 
     it("is failed (exit 1) on an error diagnostic, a non-zero exit, or no summary at all (a killed CLI)", () => {
         const failed = summarizeEvents([ev({ diagnosticEvent: { severity: "error", message: "error: \n  writing /etc/exim4/exim4.conf on 198.51.100.11 failed (exit 65)\n" } }), summary({ same: 1 })].join("\n"));
         expect(verdict(0, failed)).toBe("failed");
-        expect(summaryLine("lab", "failed", failed, 5, [], "/l")).toContain("FAILED: writing /etc/exim4/exim4.conf on 198.51.100.11 failed (exit 65)");
+        expect(summaryLine("lab", "failed", failed, 5, [], "/l")).toContain("FAILED after 5 s: writing /etc/exim4/exim4.conf on 198.51.100.11 failed (exit 65)");
         expect(verdict(1, summarizeEvents(summary({ same: 1 })))).toBe("failed");
         expect(verdict(0, summarizeEvents(out("update", "x")))).toBe("failed");
         expect(EXIT_CODES.failed).toBe(1);
