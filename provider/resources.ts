@@ -64,7 +64,11 @@ export function urnName(urn: string): string {
 /** Progress line on stderr (shown when the step fails) and in the host's journal (`journalctl -t mailinfra`). */
 const SAY_FN = `mailinfra_say() { echo "mailinfra: $1" >&2; logger -t mailinfra -- "$1" 2>/dev/null || true; }`;
 
-export function hostLocked(urn: string, script: string, opts: { dir?: string; waitS?: number; stepS?: number } = {}): string {
+/** When this provider process (one `pulumi` command) started: the host lock remembers which run applied a step last. */
+const RUN_STARTED_MS = Date.now();
+
+export function hostLocked(urn: string, script: string, opts: { dir?: string; waitS?: number; stepS?: number; runStartedMs?: number } = {}): string {
+    const run = opts.runStartedMs ?? RUN_STARTED_MS;
     const dir = opts.dir ?? HOST_LOCK_DIR;
     const waitS = opts.waitS ?? HOST_LOCK_WAIT_S;
     const stepS = Math.min(opts.stepS ?? 30, waitS);
@@ -85,6 +89,14 @@ export function hostLocked(urn: string, script: string, opts: { dir?: string; wa
         `  done`,
         `  mailinfra_say "$mailinfra_step: the earlier run's step has ended; running it now"`,
         `fi`,
+        // an orphaned provider of a killed run may still start a step it had queued: it must never overwrite what a
+        // newer run applied
+        `mailinfra_last=$(cat ${lock} 2>/dev/null || true)`,
+        `if [ -n "$mailinfra_last" ] && [ "$mailinfra_last" -gt ${run} ] 2>/dev/null; then`,
+        `  echo "mailinfra: "${name}": a newer run (started $mailinfra_last) has applied this step since this run (started ${run}) began; not applying the older version" >&2`,
+        `  exit ${HOST_LOCK_GAVE_UP}`,
+        `fi`,
+        `echo ${run} > ${lock}`,
         // the step runs in this shell (its `exit` and traps work as before) with fd 9 closed for its commands
         `{`,
         script.replace(/\n?$/, "\n") + `} 9>&-`,

@@ -134,6 +134,17 @@ describe("host-side lock around a step", () => {
         }
     });
 
+    it("never lets an older run apply a step after a newer run applied it (a killed run's queued step)", () => {
+        const dir = tmp();
+        expect(bash(hostLocked(urn, "echo newer", { dir, runStartedMs: 2000 }))).toMatchObject({ status: 0, stdout: "newer\n" });
+        const older = bash(hostLocked(urn, "echo older", { dir, runStartedMs: 1000 }));
+        expect(older.status).toBe(HOST_LOCK_GAVE_UP);
+        expect(older.stdout).toBe("");
+        expect(older.stderr).toContain("a newer run (started 2000) has applied this step since this run (started 1000) began");
+        expect(bash(hostLocked(urn, "echo again", { dir, runStartedMs: 2000 })).stdout).toBe("again\n");
+        expect(bash(hostLocked(urn, "echo next", { dir, runStartedMs: 3000 })).stdout).toBe("next\n");
+    });
+
     it("keeps the step's stdin, exit code and traps, and does not hand the lock to what the step starts", () => {
         const dir = tmp();
         expect(bash(hostLocked(urn, `read -r x; [ "$x" = content ]; trap 'echo trapped' EXIT; exit 3`, { dir }), "content\n")).toMatchObject({ status: 3, stdout: "trapped\n" });
