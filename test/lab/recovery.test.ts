@@ -33,7 +33,8 @@ function converge(cwd = REPO): Run & { seconds: number } {
     return { ...r, seconds: (Date.now() - t) / 1000 };
 }
 const latestLog = (cwd = REPO) => fs.readFileSync(path.join(cwd, "logs", "converge", "lab-latest.log"), "utf8");
-const summaryOf = (r: Run) => r.out.trim().split("\n").filter((l) => l.startsWith("converge lab: ")).pop() ?? r.out.slice(-2000);
+/** The summary line (stdout); the converge's warnings on stderr also start with "converge lab:" but name no log. */
+const summaryOf = (r: Run) => r.out.split("\n").find((l) => l.startsWith("converge lab: ") && l.includes("; log ")) ?? r.out.slice(-2000);
 
 /** A run we will kill: its own process group, output collected. */
 function startRun(cmd: string, args: string[], cwd = REPO): { child: ChildProcess; out: () => string } {
