@@ -2,6 +2,7 @@
 // Started by the engine through ./pulumi-resource-mailinfra (see Pulumi.yaml `plugins`).
 import * as crypto from "crypto";
 import * as provider from "@pulumi/pulumi/provider";
+import { exitWhenOrphaned } from "./orphan";
 import { closeAllSessions } from "./ssh";
 import { changedKeys, installIdOf, inputsOf, readResource } from "./read";
 import { isSecret, kinds, ResourceKind, unwrapSecrets } from "./resources";
@@ -41,18 +42,18 @@ const mailinfraProvider: provider.Provider = {
 
     async create(urn: string, inputs: any) {
         const plain = unwrapSecrets(inputs);
-        const [outs, installId] = await Promise.all([kindOf(urn).create(plain), installIdOf(plain.connection)]);
+        const [outs, installId] = await Promise.all([kindOf(urn).create(plain, urn), installIdOf(plain.connection)]);
         return { id: crypto.randomUUID(), outs: { ...inputs, ...publicOutputs(inputs, outs), ...(installId ? { installId } : {}) } };
     },
 
     async update(_id: string, urn: string, olds: any, news: any) {
         const plain = unwrapSecrets(news);
-        const [outs, installId] = await Promise.all([kindOf(urn).update(unwrapSecrets(olds), plain), installIdOf(plain.connection)]);
+        const [outs, installId] = await Promise.all([kindOf(urn).update(unwrapSecrets(olds), plain, urn), installIdOf(plain.connection)]);
         return { outs: { ...news, ...publicOutputs(news, outs), ...(installId ? { installId } : {}) } };
     },
 
     async delete(_id: string, urn: string, props: any) {
-        await kindOf(urn).delete(unwrapSecrets(props));
+        await kindOf(urn).delete(unwrapSecrets(props), urn);
     },
 
     // The observed state in the properties diff() compares: `up --refresh` repairs what drifted, and a
@@ -66,4 +67,4 @@ const mailinfraProvider: provider.Provider = {
 };
 
 process.on("exit", closeAllSessions);
-provider.main(mailinfraProvider, process.argv.slice(2));
+provider.main(exitWhenOrphaned(mailinfraProvider), process.argv.slice(2));

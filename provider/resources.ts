@@ -35,13 +35,77 @@ export interface ResourceKind {
     check(news: any): CheckFailure[];
     /** Properties whose change forces a replacement (new resource, then delete of the old). */
     replaceOn: string[];
-    create(p: any): Promise<Record<string, unknown>>;
-    update(olds: any, p: any): Promise<Record<string, unknown>>;
-    delete(p: any): Promise<void>;
+    /** `urn` names the resource for its host-side lock (hostLocked). */
+    create(p: any, urn?: string): Promise<Record<string, unknown>>;
+    update(olds: any, p: any, urn?: string): Promise<Record<string, unknown>>;
+    delete(p: any, urn?: string): Promise<void>;
 }
 
 const NAME_RE = /^[a-z_][a-z0-9_.-]*\$?$/i;
 const MODE_RE = /^0?[0-7]{3,4}$/;
+
+// ---------------------------------------------------------------------------------------------
+// Host-side lock per resource: sshd sends no SIGHUP to a command without a tty, so a step of a killed
+// `pulumi up` keeps running on the host. The same step of the next run waits for it (bounded) instead
+// of running beside it. The lock belongs to the step's bash; commands it starts do not inherit it.
+// ---------------------------------------------------------------------------------------------
+export const HOST_LOCK_DIR = "/run/lock/mailinfra";
+/** Bounded well inside the step's own 1800 s deadline (provider/ssh.ts), which also bounds the earlier run's step. */
+export const HOST_LOCK_WAIT_S = 900;
+/** Exit code of a step that gave up waiting (EX_TEMPFAIL). */
+export const HOST_LOCK_GAVE_UP = 75;
+
+/** The resource's name in a URN ("…::mchenry/etc/exim4/exim4.conf" → "mchenry/etc/exim4/exim4.conf"). */
+export function urnName(urn: string): string {
+    return urn.split("::").pop() ?? urn;
+}
+
+/** Progress line on stderr (shown when the step fails) and in the host's journal (`journalctl -t mailinfra`). */
+const SAY_FN = `mailinfra_say() { echo "mailinfra: $1" >&2; logger -t mailinfra -- "$1" 2>/dev/null || true; }`;
+
+/** When this provider process (one `pulumi` command) started: the host lock remembers which run applied a step last. */
+const RUN_STARTED_MS = Date.now();
+
+export function hostLocked(urn: string, script: string, opts: { dir?: string; waitS?: number; stepS?: number; runStartedMs?: number } = {}): string {
+    const run = opts.runStartedMs ?? RUN_STARTED_MS;
+    const dir = opts.dir ?? HOST_LOCK_DIR;
+    const waitS = opts.waitS ?? HOST_LOCK_WAIT_S;
+    const stepS = Math.min(opts.stepS ?? 30, waitS);
+    const name = shq(urnName(urn));
+    const lock = shq(`${dir}/${sha256(urn).slice(0, 24)}.lock`);
+    return [
+        `mkdir -p ${shq(dir)}`,
+        `exec 9>>${lock}`,
+        `if ! flock -n 9; then`,
+        `  ${SAY_FN}`,
+        `  mailinfra_step=${name}`,
+        `  mailinfra_say "$mailinfra_step: the same step of an earlier run is still running on this host; waiting for it (at most ${waitS} s)"`,
+        `  mailinfra_waited=0`,
+        `  until flock -w ${stepS} 9; do`,
+        `    mailinfra_waited=$((mailinfra_waited + ${stepS}))`,
+        `    if [ "$mailinfra_waited" -ge ${waitS} ]; then mailinfra_say "$mailinfra_step: gave up after $mailinfra_waited s; the earlier run's step still holds ${lock.slice(1, -1)}"; exit ${HOST_LOCK_GAVE_UP}; fi`,
+        `    mailinfra_say "$mailinfra_step: still waiting for the earlier run's step ($mailinfra_waited s)"`,
+        `  done`,
+        `  mailinfra_say "$mailinfra_step: the earlier run's step has ended; running it now"`,
+        `fi`,
+        // an orphaned provider of a killed run may still start a step it had queued: it must never overwrite what a
+        // newer run applied
+        `mailinfra_last=$(cat ${lock} 2>/dev/null || true)`,
+        `if [ -n "$mailinfra_last" ] && [ "$mailinfra_last" -gt ${run} ] 2>/dev/null; then`,
+        `  echo "mailinfra: "${name}": a newer run (started $mailinfra_last) has applied this step since this run (started ${run}) began; not applying the older version" >&2`,
+        `  exit ${HOST_LOCK_GAVE_UP}`,
+        `fi`,
+        `echo ${run} > ${lock}`,
+        // the step runs in this shell (its `exit` and traps work as before) with fd 9 closed for its commands
+        `{`,
+        script.replace(/\n?$/, "\n") + `} 9>&-`,
+    ].join("\n") + "\n";
+}
+
+/** Remote scripts run under their resource's host lock; "local" (the machine running Pulumi) dies with the CLI. */
+function locked(conn: Connection, urn: string | undefined, script: string): string {
+    return urn && conn.host !== "local" ? hostLocked(urn, script) : script;
+}
 
 function checkConnection(news: any): CheckFailure[] {
     const c = news.connection;
@@ -106,16 +170,16 @@ export const fileKind: ResourceKind = {
             if (!NAME_RE.test(news[k] ?? "")) f.push({ property: k, reason: `must be a user/group name, got ${JSON.stringify(news[k])}` });
         return f;
     },
-    async create(p: FileProps) {
-        await runChecked(p.connection, `writing ${p.path}`, fileWriteScript(p), p.content);
+    async create(p: FileProps, urn?: string) {
+        await runChecked(p.connection, `writing ${p.path}`, locked(p.connection, urn, fileWriteScript(p)), p.content);
         return { sha256: sha256(p.content) };
     },
-    async update(_olds: FileProps, p: FileProps) {
-        return fileKind.create(p);
+    async update(_olds: FileProps, p: FileProps, urn?: string) {
+        return fileKind.create(p, urn);
     },
-    async delete(p: FileProps) {
+    async delete(p: FileProps, urn?: string) {
         if (p.keepOnDelete) return;
-        await runChecked(p.connection, `removing ${p.path}`, `rm -f ${shq(p.path)}\n`);
+        await runChecked(p.connection, `removing ${p.path}`, locked(p.connection, urn, `rm -f ${shq(p.path)}\n`));
     },
 };
 
@@ -131,19 +195,43 @@ export interface PackagesProps {
 
 const PKG_RE = /^[a-z0-9][a-z0-9+.-]+(\/[a-z0-9-]+)?$/;
 
+/** How long a package step waits for a dpkg/apt lock held by another process (an earlier, killed run's apt-get). */
+export const PKG_LOCK_WAIT_S = 900;
+
+/** `mailinfra_pkg_locked CMD…`: runs CMD; while it fails only because a dpkg/apt lock is held by another process,
+ *  retries every `stepS` seconds with a progress line, for at most `waitS` seconds. */
+export function pkgLockWaitFn(waitS = PKG_LOCK_WAIT_S, stepS = 5): string {
+    return [
+        SAY_FN,
+        `mailinfra_pkg_locked() {`,
+        `  local started=$SECONDS out`,
+        `  while :; do`,
+        `    if out=$("$@" 2>&1); then [ -z "$out" ] || printf '%s\n' "$out"; return 0; fi`,
+        `    if ! grep -qiE 'could not get lock|locked by another process' <<<"$out"; then printf '%s\n' "$out" >&2; return 1; fi`,
+        `    if [ $((SECONDS - started)) -ge ${waitS} ]; then mailinfra_say "gave up after $((SECONDS - started)) s waiting for the package lock: $(grep -m1 -iE 'lock' <<<"$out")"; return 1; fi`,
+        `    mailinfra_say "waiting for the package lock ($((SECONDS - started)) s of at most ${waitS} s): $(grep -m1 -iE 'lock' <<<"$out")"`,
+        `    sleep ${stepS}`,
+        `  done`,
+        `}`,
+    ].join("\n");
+}
+
 export function packagesScript(p: PackagesProps): string {
     const pkgs = p.packages.map(shq).join(" ");
     return [
         `export DEBIAN_FRONTEND=noninteractive`,
-        // a mirror or proxy can hang a download forever: bound each try and retry
-        `apt_opts="-o Acquire::http::Timeout=30 -o Acquire::Retries=3"`,
-        `refresh() { for try in 1 2 3; do timeout 60 apt-get $apt_opts update -q >/dev/null && return 0; echo "apt-get update try $try failed" >&2; sleep 2; done; return 1; }`,
+        // a mirror or proxy can hang a download forever: bound each try and retry; apt-get waits (bounded, with
+        // "Waiting for cache lock" lines) for a dpkg lock held by an earlier run instead of failing
+        `apt_opts="-o Acquire::http::Timeout=30 -o Acquire::Retries=3 -o DPkg::Lock::Timeout=${PKG_LOCK_WAIT_S}"`,
+        pkgLockWaitFn(),
+        // the lists lock of `apt-get update` has no timeout option: mailinfra_pkg_locked waits for it
+        `refresh() { for try in 1 2 3; do mailinfra_pkg_locked timeout 60 apt-get $apt_opts update -q >/dev/null && return 0; echo "apt-get update try $try failed" >&2; sleep 2; done; return 1; }`,
         // refresh indexes when older than 6 h (or never fetched)
         `if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -360 2>/dev/null | head -n1)" ]; then refresh; fi`,
         p.debconf ? `debconf-set-selections <<'MAILINFRA_DEBCONF'\n${p.debconf}\nMAILINFRA_DEBCONF` : ``,
         `install() { timeout 1200 apt-get $apt_opts install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold ${pkgs} 2>&1 | grep -vE '^(Reading|Building|Selecting|Preparing|Unpacking|Setting up|Processing|\\(Reading)' || true; }`,
-        // an interrupted earlier run may have left dpkg half-configured
-        `dpkg --configure -a >/dev/null 2>&1 || true`,
+        // an interrupted earlier run may have left dpkg half-configured; repair it once that run's dpkg is done
+        `mailinfra_pkg_locked dpkg --configure -a >/dev/null || true`,
         `install`,
         // apt's exit code is lost in the pipe above: verify every package is installed
         `missing=$(for p in ${pkgs}; do p=\${p%%/*}; dpkg-query -W -f='\${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || echo "$p"; done)`,
@@ -161,12 +249,12 @@ export const packagesKind: ResourceKind = {
         else for (const p of news.packages) if (!PKG_RE.test(p)) f.push({ property: "packages", reason: `not a Debian package name: ${JSON.stringify(p)}` });
         return f;
     },
-    async create(p: PackagesProps) {
-        await runChecked(p.connection, `installing packages`, packagesScript(p));
+    async create(p: PackagesProps, urn?: string) {
+        await runChecked(p.connection, `installing packages`, locked(p.connection, urn, packagesScript(p)));
         return {};
     },
-    async update(_olds: PackagesProps, p: PackagesProps) {
-        return packagesKind.create(p);
+    async update(_olds: PackagesProps, p: PackagesProps, urn?: string) {
+        return packagesKind.create(p, urn);
     },
     // Removing a package from the list leaves it installed: purging a mail daemon is never implicit.
     async delete() {},
@@ -195,16 +283,16 @@ export const scriptKind: ResourceKind = {
         if (typeof news.create !== "string" || news.create.trim() === "") f.push({ property: "create", reason: "a create script is required" });
         return f;
     },
-    async create(p: ScriptProps) {
-        const r = await runChecked(p.connection, "running the script", p.create, p.stdin);
+    async create(p: ScriptProps, urn?: string) {
+        const r = await runChecked(p.connection, "running the script", locked(p.connection, urn, p.create), p.stdin);
         return { stdout: r.stdout.slice(0, 4000) };
     },
-    async update(_olds: ScriptProps, p: ScriptProps) {
-        const r = await runChecked(p.connection, "running the script", p.update ?? p.create, p.stdin);
+    async update(_olds: ScriptProps, p: ScriptProps, urn?: string) {
+        const r = await runChecked(p.connection, "running the script", locked(p.connection, urn, p.update ?? p.create), p.stdin);
         return { stdout: r.stdout.slice(0, 4000) };
     },
-    async delete(p: ScriptProps) {
-        if (p.delete) await runChecked(p.connection, "running the delete script", p.delete, p.stdin);
+    async delete(p: ScriptProps, urn?: string) {
+        if (p.delete) await runChecked(p.connection, "running the delete script", locked(p.connection, urn, p.delete), p.stdin);
     },
 };
 
