@@ -191,18 +191,12 @@ describe("interrupted runs recover unattended with scripts/converge", () => {
         expect(latestLog()).toContain("smoke test passed");
     });
 
-    it("repairs a hand-added alias redirect and lists it (exit 2)", (ctx) => {
+    it("repairs a hand-added alias redirect and lists it (exit 2)", () => {
         const file = "/etc/exim4/aliases/wikimedia.test";
         ssh(RELAY, `echo 'evil: attacker@example.net' >> ${file}`);
         const r = converge();
         note(`alias drift: ${summaryOf(r)} (exit ${r.code}, ${r.seconds.toFixed(0)} s)`);
         const left = ssh(RELAY, `grep -c '^evil:' ${file} || true`).out.trim();
-        if (r.code === 0 && left !== "0") {
-            // today's provider read/diff does not see host drift: that is the refresh branch's work (issue 13 item 1)
-            ssh(RELAY, `sed -i '/^evil: attacker@example.net$/d' ${file}`);
-            note("alias drift: SKIPPED, this engine's refresh does not see host drift yet (needs the refresh branch)");
-            ctx.skip();
-        }
         expect(r.code, r.out.slice(-4000)).toBe(2);
         expect(summaryOf(r)).toContain(`mchenry${file}`);
         expect(left).toBe("0");
