@@ -196,3 +196,19 @@ export function statusTargets(cfg: StackConfig): { name: string; address: string
 }
 
 export const relayNames = (cfg: StackConfig) => hostsWithRole(cfg, "relay").map(([n]) => n);
+
+/** Accounts the store deferred for their send rate in the current Exim log, as "address:count,…" (the store's submission ACL logs each). */
+export const RATE_LIMITED_SCRIPT = `grep -ho 'submission rate limit: [^ ]*' /var/log/exim4/mainlog 2>/dev/null | awk '{n[$4]++} END {for (a in n) printf "%s:%d,", a, n[a]}'`;
+
+/** Per-account send limit on the store: which accounts hit it since the log was rotated (a stolen password looks like this). */
+export function checkSubmissionRateLimit(host: string, observed: string | undefined, cfg: StackConfig): Check {
+    const check = "submission rate limit";
+    const sub = cfg.mail.submission;
+    const overrides = Object.keys(sub.accountLimits).length;
+    const limits = `${sub.messagesPerHour}/h per account${overrides ? `, ${overrides} override(s)` : ""}`;
+    if (observed === undefined) return { host, check, verdict: "fail", detail: "not observed" };
+    const hits = observed.split(",").filter(Boolean).map((e) => e.split(":"));
+    if (!hits.length) return { host, check, verdict: "ok", detail: `no account over its limit in today's log (${limits})` };
+    return { host, check, verdict: "warn", detail: `deferred for rate (${limits}): ${hits.map(([a, n]) => `${a} ${n}x`).join(", ")}` };
+}
+

@@ -188,7 +188,7 @@ async function hashPassword(store: Store, pw: string): Promise<string> {
 async function checkFilterOnHost(store: Store, a: Address, filter: string): Promise<void> {
     const r = await store.ssh.execCommand(`bash -c ${shellQuote(filterCheckScript(a))}`, { stdin: filter });
     const why = filterVerdict(r.code ?? 1, `${r.stdout}\n${r.stderr}`);
-    if (why) throw new AdminError(`Exim on ${store.name} refuses the filter:\n${why}`);
+    if (why) throw new AdminError(`Exim on ${store.name} refuses the filter: ${why}`);
 }
 
 async function showAccount(store: Store, a: Address): Promise<AccountRow> {

@@ -5,6 +5,7 @@ import { parseStackConfig } from "../../lib/config";
 import { renderedFiles } from "../../lib/review";
 import { planFleet } from "../../lib/roles";
 import { submissionSenders } from "../../lib/roles/imap";
+import { checkSubmissionRateLimit } from "../../lib/status";
 import { labWith, problemsOf } from "./stackConfig";
 
 const HOSTILE = ["\n", '"', "'", "${", "\\", ";", "\0"];
@@ -116,4 +117,12 @@ describe("submission senders", () => {
         expect(problemsOf(labWith((c) => (c.mail.submission = { accountLimits: { "a@example.org": 3 } })))).toEqual([
             "mailinfra:mail.submission.accountLimits: a@example.org is not in a local domain",
         ]));
+});
+
+describe("submission rate limit in status", () => {
+    const cfg = parseStackConfig(labWith(() => {}));
+    it("is ok when no account was deferred, naming the limits", () =>
+        expect(checkSubmissionRateLimit("sanger", "", cfg)).toEqual({ host: "sanger", check: "submission rate limit", verdict: "ok", detail: "no account over its limit in today's log (100/h per account, 1 override(s))" }));
+    it("warns with the accounts the store deferred", () =>
+        expect(checkSubmissionRateLimit("sanger", "td-limited@wikimedia.test:2,", cfg).detail).toBe("deferred for rate (100/h per account, 1 override(s)): td-limited@wikimedia.test 2x"));
 });
