@@ -90,13 +90,14 @@ export function filterCheckScript(a: Address): string {
 /**
  * Exim's verdict on a filter from `exim4 -bf` (exit code and output): null when the store would run it, else
  * why not, in Exim's words. Actions the router forbids (pipe, logwrite; saves outside the mailbox are refused by
- * create_file = belowhome) are reported from Exim's own description of what the filter does.
+ * create_file = belowhome; auto-replies reading a file or writing a log, once files outside the mailbox) are reported from Exim's own description of
+ * what the filter does.
  */
 export function filterVerdict(code: number, output: string): string | null {
     const lines = output.split("\n").map((l) => l.trimEnd()).filter((l) => l.trim() !== "" && !/^Testing Exim filter file/.test(l));
     if (code !== 0) return lines.slice(0, 10).join("\n") || `exim4 -bf failed (exit ${code})`;
-    const forbidden = lines.filter((l) => /^\s*(Unseen )?pipe message to:|^\s*logwrite\b|^\s*(Unseen )?save message to: *(\/|~|\S*\.\.)/i.test(l));
-    if (forbidden.length) return `${forbidden.map((l) => l.trim()).join("\n")}\n(the store's user_filter router forbids pipes, log writes and saves outside the mailbox)`;
+    const forbidden = lines.filter((l) => /^\s*(Unseen )?pipe message to:|^\s*logwrite\b|^\s*(Unseen )?save message to: *(\/|~|\S*\.\.)|^\s*(file|log):|^\s*once: *(\/|~|\S*\.\.)/i.test(l));
+    if (forbidden.length) return `${forbidden.map((l) => l.trim()).join("\n")}\n(the store's user_filter router forbids pipes, log writes and files outside the mailbox)`;
     return null;
 }
 

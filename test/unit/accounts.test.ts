@@ -80,7 +80,13 @@ describe("Exim's verdict on a filter (exim4 -bf)", () => {
         ["an absolute save", "Save message to: /etc/x"],
         ["a save above the mailbox", "Save message to: ../other/"],
         ["a log write", 'Logwrite "x"'],
-    ])("refuses %s the router forbids, quoting Exim", (_, line) => expect(filterVerdict(0, `Testing Exim filter file "f"\n\n${line}\n`)).toMatch(new RegExp(`^${line.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}\n\\(the store's user_filter router forbids`)));
+        ["an auto-reply text read from another file", "Mail to: a@example.org\n   file: ../../vmaildb/user.db"],
+        ["an auto-reply text read from a relative file (another mailbox)", "Mail to: a@example.org\n   file: wikimedia.test/b/cur/1"],
+        ["an auto-reply once file outside the mailbox", "Mail to: a@example.org\n   once: /var/vmail/x"],
+    ])("refuses %s the router forbids, quoting Exim", (_, line) =>
+        expect(filterVerdict(0, `Testing Exim filter file "f"\n\n${line}\n`)).toContain(`${line.split("\n").pop()!.trim()}\n(the store's user_filter router forbids`));
+    it("passes a vacation reply with its once file in the mailbox", () =>
+        expect(filterVerdict(0, 'Testing Exim filter file "f"\n\nMail to: a@example.org\n   once: .vacation.db\n   once_repeat: 7d\n')).toBeNull());
     it("runs Exim unprivileged, without new processes, on a sample message to the account", () => {
         const script = filterCheckScript({ localpart: "st-a", domain: "wikimedia.test" });
         expect(script).toMatch(/setpriv --reuid=nobody --regid=nogroup --clear-groups --no-new-privs prlimit --nproc=0 -- \\\n +exim4 -bf "\$d\/filter" -bfd wikimedia.test -bfl st-a/);
