@@ -94,8 +94,15 @@ export function filterCheckScript(a: Address): string {
  * what the filter does.
  */
 export function filterVerdict(code: number, output: string): string | null {
-    const lines = output.split("\n").map((l) => l.trimEnd()).filter((l) => l.trim() !== "" && !/^Testing Exim filter file/.test(l));
-    if (code !== 0) return lines.slice(0, 10).join("\n") || `exim4 -bf failed (exit ${code})`;
+    // Exim's preamble about the sample message is not part of the verdict
+    const lines = output
+        .split("\n")
+        .map((l) => l.trimEnd())
+        .filter((l) => l.trim() !== "" && !/^(Testing Exim filter file|Return-path copied from sender|Sender +=|Recipient +=)/.test(l));
+    if (code !== 0) {
+        const errors = lines.filter((l) => /error|failed|not permitted|forbidden|couldn't/i.test(l));
+        return (errors.length ? errors : lines).slice(0, 10).join("\n") || `exim4 -bf failed (exit ${code})`;
+    }
     const forbidden = lines.filter((l) => /^\s*(Unseen )?pipe message to:|^\s*logwrite\b|^\s*(Unseen )?save message to: *(\/|~|\S*\.\.)|^\s*(file|log):|^\s*once: *(\/|~|\S*\.\.)/i.test(l));
     if (forbidden.length) return `${forbidden.map((l) => l.trim()).join("\n")}\n(the store's user_filter router forbids pipes, log writes and files outside the mailbox)`;
     return null;

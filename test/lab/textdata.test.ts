@@ -71,7 +71,7 @@ describe("text is data; submission is the account's", () => {
     it("a filter Exim refuses is rejected by mailadmin with Exim's own message; ${run} in a filter runs nothing", () => {
         const broken = mailadmin(["filter", "set", A, "-"], '# Exim filter\nif $h_subject: contians "x" then save .X/ endif\n');
         expect(broken.code).not.toBe(0);
-        expect(broken.out).toMatch(/Exim on sanger\.lab\.test refuses the filter: .*unrecognized condition word "contians"/);
+        expect(broken.out).toMatch(/Exim on sanger\.lab\.test refuses the filter: Filter error: unrecognized condition word "contians"/);
         const run = mailadmin(["filter", "set", A, "-"], '# Exim filter\nif "${run{/usr/bin/touch /tmp/td-pwned}}" is "" then\n  save .X/\nendif\n');
         expect(run.code, run.out).not.toBe(0);
         expect(run.out).toMatch(/refuses the filter: /);
@@ -84,14 +84,14 @@ describe("text is data; submission is the account's", () => {
     it("account A cannot send as account B or as a bare local address (5xx); its own address, a +tag and From: match", () => {
         const t = tag();
         const asB = submit(A, PASSWORD, B, `x-${t}@example.net`);
-        expect(asB.out).toMatch(/<~?\*+\s+550 5\.7\.1 <td-b@wikimedia\.test> is not an address of td-a@wikimedia\.test/);
+        expect(asB.out).toMatch(/<~?\*+\s+550[ -]5\.7\.1 <td-b@wikimedia\.test> is not an address of td-a@wikimedia\.test/);
         const bare = submit(A, PASSWORD, "root", `x-${t}@example.net`);
         expect(bare.out).toMatch(/<~?\*+\s+5\d\d /);
         expect(bare.out).not.toMatch(/<~?\s+250 .*id=/);
         const postmaster = submit(A, PASSWORD, `postmaster@${DOMAIN}`, `x-${t}@example.net`);
-        expect(postmaster.out).toMatch(/<~?\*+\s+550 5\.7\.1 /);
+        expect(postmaster.out).toMatch(/<~?\*+\s+550[ -]5\.7\.1 /);
         const fromB = submit(A, PASSWORD, A, `x-${t}@example.net`, ["--header", `From: Someone <${B}>`]);
-        expect(fromB.out).toMatch(/<~?\*+\s+550 5\.7\.1 the From: header is not an address of td-a@wikimedia\.test/);
+        expect(fromB.out).toMatch(/<~?\*+\s+550[ -]5\.7\.1 the From header is not an address of td-a@wikimedia\.test/);
         const tagged = submit(A, PASSWORD, `td-a+lists@${DOMAIN}`, `x-${t}@example.net`, ["--header", `From: A <td-a+lists@${DOMAIN}>`, "--header", `Subject: tagged ${t}`]);
         expect(tagged.out).toMatch(/<~?\s+250 .*id=/);
         // noc@ is an alias of the smoke account (Pulumi.lab.yaml mail.aliases)

@@ -70,6 +70,10 @@ describe("filter validation", () => {
 describe("Exim's verdict on a filter (exim4 -bf)", () => {
     it("passes a filter that only saves into the mailbox", () =>
         expect(filterVerdict(0, 'Testing Exim filter file "/tmp/x/filter"\n\nSave message to: .Lists/\nFiltering did not set up a significant delivery.\n')).toBeNull());
+    it("refuses with Exim's own error line, without the sample message's preamble (Exim 4.96 -bf)", () =>
+        expect(filterVerdict(1, 'Return-path copied from sender\nSender      = nobody@sanger.lab.test\nRecipient   = td-a@wikimedia.test\nFilter error: unrecognized condition word "contians" near line 2 of filter file\n')).toBe(
+            'Filter error: unrecognized condition word "contians" near line 2 of filter file',
+        ));
     it("refuses with Exim's own message when Exim fails the filter", () =>
         expect(filterVerdict(1, 'Testing Exim filter file "/tmp/x/filter"\n\nexim: error in filter file: unknown filtering command "frobnicate" near line 2 of filter file\n')).toBe(
             'exim: error in filter file: unknown filtering command "frobnicate" near line 2 of filter file',
