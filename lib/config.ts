@@ -46,6 +46,15 @@ export interface MailConfig {
     userdbSyncPublicKey: string;
     /** Public half of the key the store's nightly Bayes training reaches the relays' sa-learn with (private half: secret bayesLearnKey). Unset: no Bayes training. */
     bayesLearnPublicKey?: string;
+    /** Authenticated submission on the store (SMTP AUTH on 465/587). */
+    submission: SubmissionConfig;
+}
+
+export interface SubmissionConfig {
+    /** Messages one account may submit per hour (Exim ratelimit, smoothed); more get 451 until the rate falls. Default 100. */
+    messagesPerHour: number;
+    /** Per-account overrides of messagesPerHour: account address → messages per hour. */
+    accountLimits: Record<string, number>;
 }
 
 export interface SmokeConfig {
@@ -163,9 +172,14 @@ const cidr = {
 const mailbox = { type: "string", pattern: "^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}$" } as const;
 const aliasTarget = {
     type: "string",
-    // a mailbox, an unqualified local part, :fail:/:defer: with text, or a pipe
-    pattern: "^([A-Za-z0-9._%+-]+(@[A-Za-z0-9.-]+)?|:(fail|defer|blackhole):.*|\\|/.+)$",
+    // a mailbox, an unqualified local part, :fail:/:defer: with one line of printable text (no " $ \\), or a pipe
+    // whose command has no quotes, backslashes, "$" or shell metacharacters (it is quoted in the alias file)
+    pattern: "^([A-Za-z0-9._%+-]+(@[A-Za-z0-9.-]+)?|:(fail|defer|blackhole):[\\x20\\x21\\x23\\x25-\\x5b\\x5d-\\x7e]*|\\|/[A-Za-z0-9._/+=:@%, -]+)$",
 } as const;
+/** An OpenSSH ed25519 public key line; the comment is a plain word (it lands in authorized_keys). */
+const ed25519Key = { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+={0,2}( [A-Za-z0-9@._:+-]{1,100})?$" } as const;
+/** A crontab time: five fields of digits, names, "*", ",", "-", "/" separated by spaces, or @daily and the like. */
+const cronSchedule = { type: "string", pattern: "^(@(yearly|annually|monthly|weekly|daily|hourly)|([0-9A-Za-z*,/-]+ +){4}[0-9A-Za-z*,/-]+)$" } as const;
 
 export const stackConfigSchema = {
     type: "object",
@@ -221,8 +235,17 @@ export const stackConfigSchema = {
                     },
                 },
                 postmaster: mailbox,
-                userdbSyncPublicKey: { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+=* ?[^\\n]*$" },
-                bayesLearnPublicKey: { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+=* ?[^\\n]*$" },
+                userdbSyncPublicKey: ed25519Key,
+                bayesLearnPublicKey: ed25519Key,
+                submission: {
+                    type: "object",
+                    additionalProperties: false,
+                    default: {},
+                    properties: {
+                        messagesPerHour: { type: "integer", minimum: 1, maximum: 100000, default: 100 },
+                        accountLimits: { type: "object", default: {}, propertyNames: mailbox, additionalProperties: { type: "integer", minimum: 1, maximum: 100000 } },
+                    },
+                },
             },
         },
         lists: {
@@ -263,7 +286,8 @@ export const stackConfigSchema = {
             additionalProperties: false,
             default: {},
             properties: {
-                certificate: { type: "string", pattern: "^-----BEGIN CERTIFICATE-----\\n[\\s\\S]+-----END CERTIFICATE-----\\s*$" },
+                // PEM certificates only: base64 lines between the markers, nothing else in the file
+                certificate: { type: "string", pattern: "^(-----BEGIN CERTIFICATE-----\\r?\\n([A-Za-z0-9+/=]{1,76}\\r?\\n)+-----END CERTIFICATE-----(\\r?\\n)*)+$" },
             },
         },
         dns: {
@@ -372,8 +396,8 @@ export const stackConfigSchema = {
             properties: {
                 targetHost: { type: "string", pattern: "^[a-z][a-z0-9-]{0,62}$" },
                 keepDays: { type: "integer", minimum: 1, maximum: 366, default: 7 },
-                schedule: { type: "string", pattern: "^(\\S+\\s+){4}\\S+$", default: "17 3 * * *" },
-                publicKey: { type: "string", pattern: "^ssh-ed25519 [A-Za-z0-9+/]+=* ?[^\\n]*$" },
+                schedule: { ...cronSchedule, default: "17 3 * * *" },
+                publicKey: ed25519Key,
                 restoreOnRebuild: { type: "boolean", default: true },
             },
         },
@@ -503,6 +527,9 @@ function semanticProblems(cfg: StackConfig): string[] {
         if (!target) problems.push(`mailinfra:backup.targetHost: ${cfg.backup.targetHost} is not a host of mailinfra:hosts`);
         else if (target.role === "imap") problems.push(`mailinfra:backup.targetHost: ${cfg.backup.targetHost} is the IMAP store itself; backups go to another host`);
     }
+    problems.push(...customRulesProblems(r.spam.customRules));
+    for (const a of Object.keys(cfg.mail.submission.accountLimits))
+        if (!cfg.mail.localDomains.includes(a.split("@")[1].toLowerCase())) problems.push(`mailinfra:mail.submission.accountLimits: ${a} is not in a local domain`);
     if (cfg.smoke.enabled) {
         const smokeDomain = cfg.smoke.account.split("@")[1];
         if (!cfg.mail.localDomains.includes(smokeDomain))
@@ -531,6 +558,34 @@ function ipv6ToBigInt(address: string): bigint {
     const t = tail === undefined ? [] : groups(tail);
     const all = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill("0"), ...t];
     return all.reduce((v, g) => (v << 16n) + BigInt(parseInt(g, 16)), 0n);
+}
+
+/**
+ * SpamAssassin directives relay.spam.customRules may use: rules, scores, descriptions and sender lists. Anything
+ * else (loadplugin/tryplugin load Perl code, include reads other files, *_path options move databases) is refused.
+ */
+export const CUSTOM_RULE_DIRECTIVES = [
+    "header", "body", "rawbody", "full", "uri", "meta", "mimeheader", "describe", "score", "tflags", "priority", "lang",
+    "if", "ifplugin", "else", "endif",
+    "whitelist_from", "unwhitelist_from", "whitelist_from_rcvd", "def_whitelist_from_rcvd", "whitelist_to",
+    "welcomelist_from", "unwelcomelist_from", "welcomelist_from_rcvd", "def_welcomelist_from_rcvd", "welcomelist_to",
+    "blacklist_from", "unblacklist_from", "blacklist_to", "blocklist_from", "unblocklist_from", "blocklist_to",
+];
+
+function customRulesProblems(text: string | undefined): string[] {
+    if (text === undefined) return [];
+    const key = "mailinfra:relay.spam.customRules";
+    const problems: string[] = [];
+    if (/[\x00-\x08\x0b-\x1f\x7f]/.test(text)) problems.push(`${key}: contains a control character (only tabs and line breaks are allowed)`);
+    text.split("\n").forEach((line, i) => {
+        const word = line.trim().split(/\s+/)[0];
+        if (word === "" || word.startsWith("#")) return;
+        if (!CUSTOM_RULE_DIRECTIVES.includes(word.toLowerCase()))
+            problems.push(`${key}: line ${i + 1}: directive "${word.slice(0, 40)}" is not allowed (allowed: ${CUSTOM_RULE_DIRECTIVES.join(", ")})`);
+        // Perl code inside a rule's regex
+        if (/\(\?\??\{/.test(line)) problems.push(`${key}: line ${i + 1}: "(?{" / "(??{" (code in a regular expression) is not allowed`);
+    });
+    return problems;
 }
 
 /** Whether a lists host runs Mailman's web UI (and so needs the secret mailinfra:mailmanWebSecret). */

@@ -217,3 +217,23 @@ export function statusTargets(cfg: StackConfig): { name: string; address: string
 }
 
 export const relayNames = (cfg: StackConfig) => hostsWithRole(cfg, "relay").map(([n]) => n);
+
+/** Accounts the store deferred for their send rate in the current Exim log, as "address:count,…" (the store's submission ACL logs each). */
+export const RATE_LIMITED_SCRIPT = `grep -ho 'submission rate limit: [^ ]*' /var/log/exim4/mainlog 2>/dev/null | awk '{n[$4]++} END {for (a in n) printf "%s:%d,", a, n[a]}'`;
+
+/** Deferrals of one account in a day from which the status warns: a sustained attempt (a stolen password looks like this), not a burst. */
+export const RATE_LIMIT_WARN_DEFERRALS = 20;
+
+/** Per-account send limit on the store: the accounts it deferred since the log was rotated; a warning for sustained ones. */
+export function checkSubmissionRateLimit(host: string, observed: string | undefined, cfg: StackConfig): Check {
+    const check = "submission rate limit";
+    const sub = cfg.mail.submission;
+    const overrides = Object.keys(sub.accountLimits).length;
+    const limits = `${sub.messagesPerHour}/h per account${overrides ? `, ${overrides} override(s)` : ""}`;
+    if (observed === undefined) return { host, check, verdict: "fail", detail: "not observed" };
+    const hits = observed.split(",").filter(Boolean).map((e) => e.split(":"));
+    if (!hits.length) return { host, check, verdict: "ok", detail: `no account over its limit in today's log (${limits})` };
+    const sustained = hits.some(([, n]) => Number(n) >= RATE_LIMIT_WARN_DEFERRALS);
+    return { host, check, verdict: sustained ? "warn" : "ok", detail: `deferred for rate today (${limits}): ${hits.map(([a, n]) => `${a} ${n}x`).join(", ")}` };
+}
+

@@ -16,6 +16,8 @@ import {
     AdminError,
     changedRows,
     explainSqliteError,
+    filterCheckScript,
+    filterVerdict,
     formatList,
     formatQuota,
     formatShow,
@@ -23,6 +25,7 @@ import {
     parseAddress,
     parseQuota,
     parseRows,
+    renderLeftMessage,
     shellQuote,
     sql,
     storedHash,
@@ -47,7 +50,8 @@ const USAGE = `usage: mailadmin [--stack lab|prod] <command> [args]
   filter set <address> [FILE|-]          Exim filter text (must start with "# Exim filter")
   filter clear <address>                 back to the default filter
   left-message show|clear <address>
-  left-message set <address> [FILE|-]    reply text for mail to the inactive account
+  left-message set <address> [FILE|-]    reply text for mail to the inactive account; plain text,
+                                         %address% %localpart% %domain% %name% %postmaster% are filled in
 
 Passwords are never accepted on the command line.`;
 
@@ -180,15 +184,11 @@ async function hashPassword(store: Store, pw: string): Promise<string> {
     return storedHash(await remote(store, "openssl passwd -6 -stdin", `${pw}\n`));
 }
 
-/** Exim's own parser on the store, on a test message: catches syntax the local checks do not know. */
-async function checkFilterOnHost(store: Store, filter: string): Promise<void> {
-    const script = [
-        `f=$(mktemp); trap 'rm -f "$f"' EXIT`,
-        `head -c 65536 > "$f"`,
-        `out=$(printf 'From: mailadmin-check@example.org\\nTo: check@example.org\\nSubject: mailadmin filter check\\n\\nbody\\n' | exim4 -bf "$f" 2>&1) || { printf '%s\\n' "$out" | grep -i error | head -n 3; exit 1; }`,
-    ].join("\n");
-    const r = await store.ssh.execCommand(`bash -c ${shellQuote(script)}`, { stdin: filter });
-    if (r.code !== 0) throw new AdminError(`Exim on ${store.name} refuses the filter: ${(r.stdout + r.stderr).trim()}`);
+/** Exim itself judges the filter on the store (`exim4 -bf`, sandboxed: lib/accounts.ts filterCheckScript). */
+async function checkFilterOnHost(store: Store, a: Address, filter: string): Promise<void> {
+    const r = await store.ssh.execCommand(`bash -c ${shellQuote(filterCheckScript(a))}`, { stdin: filter });
+    const why = filterVerdict(r.code ?? 1, `${r.stdout}\n${r.stderr}`);
+    if (why) throw new AdminError(`Exim on ${store.name} refuses the filter: ${why}`);
 }
 
 async function showAccount(store: Store, a: Address): Promise<AccountRow> {
@@ -288,7 +288,7 @@ async function main(argv: string[]): Promise<number> {
                 if (sub === "set") {
                     const filter = validateFilter(await readTextArg(file));
                     const a = parseAddress(addr, domains);
-                    await checkFilterOnHost((await open()), filter);
+                    await checkFilterOnHost((await open()), a, filter);
                     await write((await open()), a, sql.filter(a, filter), "filter set");
                 } else if (sub === "clear") {
                     const a = parseAddress(addr, domains);
@@ -305,7 +305,7 @@ async function main(argv: string[]): Promise<number> {
                 if (!["show", "set", "clear"].includes(sub) || !addr) throw new AdminError("usage: mailadmin left-message show|set|clear <address> [FILE|-]");
                 const text = sub === "set" ? validateLeftMessage(await readTextArg(file)) : "";
                 const a = parseAddress(addr, domains);
-                await showAccount((await open()), a);
+                const row = await showAccount((await open()), a);
                 const target = leftMessagePath(a);
                 if (sub === "show") process.stdout.write((await readLeftMessage((await open()), a)) ?? "(no left message)\n");
                 else if (sub === "clear") {
@@ -317,7 +317,7 @@ async function main(argv: string[]): Promise<number> {
                     await remote(
                         (await open()),
                         `install -d -m 0755 ${shellQuote(USER_LEFT_DIR)} ${shellQuote(dir)} && t=$(mktemp ${shellQuote(dir)}/.new.XXXXXX) && cat > "$t" && chmod 0644 "$t" && mv -f "$t" ${shellQuote(target)}`,
-                        text,
+                        renderLeftMessage(text, { address: `${a.localpart}@${a.domain}`, localpart: a.localpart, domain: a.domain, name: row.realname ?? "", postmaster: cfg.mail.postmaster }),
                     );
                     console.log(`${a.localpart}@${a.domain}: left message set (${target}; used while the account is inactive)`);
                 }

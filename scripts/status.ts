@@ -5,7 +5,7 @@
 import * as dns from "dns";
 import { parseArgs } from "util";
 import { planFleet } from "../lib/roles";
-import { Check, checkAge, checkCertificate, checkDns, checkPorts, checkProbe, checkQueue, checkServedCertificate, checkService, checkTlsVersions, DEFAULT_THRESHOLDS, DnsObservation, dnsKey, expectedDnsRecords, exitCodeOf, FORBIDDEN_PORTS, mxHosts, publicPorts, renderTable, ROLE_PORTS, ROLE_SERVICES, statusTargets } from "../lib/status";
+import { Check, checkSubmissionRateLimit, RATE_LIMITED_SCRIPT, checkAge, checkCertificate, checkDns, checkPorts, checkProbe, checkQueue, checkServedCertificate, checkService, checkTlsVersions, DEFAULT_THRESHOLDS, DnsObservation, dnsKey, expectedDnsRecords, exitCodeOf, FORBIDDEN_PORTS, mxHosts, publicPorts, renderTable, ROLE_PORTS, ROLE_SERVICES, statusTargets } from "../lib/status";
 import { observeTls, portOpen, probeAuthBeforeTls, probeHostileLocalParts, probeOpenRelay, probePlaintextImap } from "../lib/probe";
 import { BACKUP_STAMP } from "../lib/parts/backup";
 import { certificatePin } from "../lib/smoke";
@@ -21,6 +21,7 @@ function hostScript(services: string[], role: string): string {
         ...services.map((s) => `echo "service.${s}=$(systemctl is-active ${s} 2>/dev/null || true)"`),
         `echo "queue=$(exim4 -bpc 2>/dev/null || echo x)"`,
         role === "relay" ? `echo "userdb=$(stat -c %Y /var/vmaildb/user.db 2>/dev/null || true)"` : "",
+        role === "imap" ? `echo "ratelimited=$(${RATE_LIMITED_SCRIPT})"` : "",
         role === "imap" ? `echo "backup=$(cut -d' ' -f1-2 ${BACKUP_STAMP} 2>/dev/null || true)"; echo "backupMtime=$(stat -c %Y ${BACKUP_STAMP} 2>/dev/null || true)"` : "",
         `echo "now=$(date +%s)"`,
     ].filter(Boolean).join("\n") + "\n";
@@ -62,6 +63,7 @@ async function hostChecks(stack: LoadedStack, now: Date): Promise<Check[]> {
             const th = DEFAULT_THRESHOLDS;
             if (h.role === "relay")
                 mine.push(checkAge(h.name, "account DB copy", kv.userdb ? Number(kv.userdb) : undefined, now, th.userdbWarnMinutes * 60, th.userdbFailMinutes * 60, "account DB copy"));
+            if (h.role === "imap") mine.push(checkSubmissionRateLimit(h.name, kv.ratelimited, stack.cfg));
             if (h.role === "imap" && stack.cfg.backup) {
                 const c = checkAge(h.name, "last backup", kv.backupMtime ? Number(kv.backupMtime) : undefined, now, th.backupFailHours * 3600, th.backupFailHours * 3600, "backup yet");
                 if (kv.backup) c.detail += ` (${kv.backup.replace(" ", ", ")})`;

@@ -1,6 +1,6 @@
 // The IMAP store (seed: sanger).
 import { StackConfig } from "../config";
-import { emptyPlan, HostPlan, mergePlans, render, scriptFile, StepSpec } from "../plan";
+import { emptyPlan, FileSpec, HostPlan, mergePlans, render, scriptFile, StepSpec } from "../plan";
 import { fqdnOf, hostsWithRole } from "../config";
 import { basePart, eximPart, templateData } from "../parts/common";
 import { USERDB_SYNC_USER } from "./relay";
@@ -27,6 +27,16 @@ export const ACCOUNT_SCHEMA_V1 = `CREATE TABLE IF NOT EXISTS account (
   filter    BLOB         NULL,
   UNIQUE (localpart, domain),
   CHECK (localpart NOT LIKE '.%' AND instr(localpart, '/') = 0)
+);`;
+
+/** The relays' copy of the account DB: what their routers read (existence by localpart/domain; active for the record). */
+export const RELAY_ACCOUNT_COLUMNS = ["id", "localpart", "domain", "active"];
+export const RELAY_ACCOUNT_SCHEMA = `CREATE TABLE account (
+  id        INTEGER PRIMARY KEY,
+  localpart VARCHAR(128) NOT NULL COLLATE NOCASE,
+  domain    VARCHAR(128) NOT NULL COLLATE NOCASE,
+  active    INTEGER      NOT NULL DEFAULT 1,
+  UNIQUE (localpart, domain)
 );`;
 
 function accountDbPart(cfg: StackConfig): Partial<HostPlan> {
@@ -81,7 +91,7 @@ export function planImap(cfg: StackConfig, host: string): HostPlan {
     return mergePlans(
         emptyPlan(host, "imap"),
         basePart(cfg, host),
-        eximPart("imap/etc/exim4/exim4.conf.ejs", data),
+        eximPart("imap/etc/exim4/exim4.conf.ejs", { ...data, submission: cfg.mail.submission }),
         {
             packages: ["dovecot-imapd", "dovecot-sqlite"],
             users: [{ name: "vmail", home: "/var/vmail", system: true }],
@@ -142,9 +152,39 @@ function storeDeliveryPart(cfg: StackConfig): Partial<HostPlan> {
             { ...eximFile("/etc/exim4/default_user_filter", "imap/etc/exim4/default_user_filter.ejs"), validate: `exim4 -bf "$NEW" </dev/null >/dev/null` },
             eximFile("/etc/exim4/quota_warn_message", "imap/etc/exim4/quota_warn_message.ejs"),
             eximFile("/etc/exim4/userleft/TEMPLATE", "imap/etc/exim4/userleft/TEMPLATE.ejs"),
+            lsearchFile("/etc/exim4/submission_senders", "addresses each account may send as besides its own: the aliases that point to it (mail.aliases)", submissionSenders(cfg)),
+            lsearchFile("/etc/exim4/submission_ratelimits", "messages per hour of accounts whose limit differs from mail.submission.messagesPerHour", submissionRateLimits(cfg)),
             scriptFile("/usr/local/sbin/mailinfra-provision-maildirs", "imap/usr/local/sbin/mailinfra-provision-maildirs.ejs", {}),
         ],
     };
+}
+
+/** account → the alias addresses that point to it (one level; "*" catch-alls excluded), for the submission sender check. */
+export function submissionSenders(cfg: StackConfig): Record<string, string[]> {
+    const out: Record<string, string[]> = {};
+    for (const [domain, entries] of Object.entries(cfg.mail.aliases))
+        for (const [local, targets] of Object.entries(entries)) {
+            if (local === "*") continue;
+            for (const t of targets) {
+                if (t.startsWith(":") || t.startsWith("|")) continue;
+                const account = (t.includes("@") ? t : `${t}@${domain}`).toLowerCase();
+                if (!cfg.mail.localDomains.includes(account.split("@")[1])) continue;
+                (out[account] ??= []).push(`${local}@${domain}`.toLowerCase());
+            }
+        }
+    return out;
+}
+
+export function submissionRateLimits(cfg: StackConfig): Record<string, string[]> {
+    return Object.fromEntries(Object.entries(cfg.mail.submission.accountLimits).map(([a, n]) => [a.toLowerCase(), [String(n)]]));
+}
+
+/** An Exim lsearch file "key: value : value" from validated addresses (schema: mailbox patterns only). */
+function lsearchFile(path: string, what: string, entries: Record<string, string[]>): FileSpec {
+    const lines = Object.entries(entries)
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([k, v]) => `${k}: ${[...new Set(v)].join(" : ")}`);
+    return { path, content: `# ${what}; rendered by mailinfra from stack config\n${lines.join("\n")}${lines.length ? "\n" : ""}`, mode: "0644", owner: "root", group: "root" };
 }
 
 /** Pushes the account DB to the relays: on every change (systemd path unit), every 15 min (cron), and during converge. */
@@ -170,7 +210,12 @@ function userdbPushPart(cfg: StackConfig): Partial<HostPlan> {
                 owner: "root",
                 group: "root",
             },
-            scriptFile("/usr/local/sbin/mailinfra-push-userdb", "imap/usr/local/sbin/mailinfra-push-userdb.ejs", { relays, syncUser: USERDB_SYNC_USER }),
+            scriptFile("/usr/local/sbin/mailinfra-push-userdb", "imap/usr/local/sbin/mailinfra-push-userdb.ejs", {
+                relays,
+                syncUser: USERDB_SYNC_USER,
+                relayColumns: RELAY_ACCOUNT_COLUMNS,
+                relaySchema: RELAY_ACCOUNT_SCHEMA,
+            }),
             unit("mailinfra-push-userdb.service"),
             unit("mailinfra-push-userdb.path"),
         ],

@@ -6,6 +6,7 @@ import { basePart, eximPart, templateData } from "../parts/common";
 import { inboundFilterPart, resolverPart, spamassassinPart, spamPolicyData } from "../parts/relayServices";
 import { bayesReceiverPart } from "../parts/storeMaintenance";
 import { sshFromStore } from "../parts/firewall";
+import { RELAY_ACCOUNT_COLUMNS } from "./imap";
 
 export const USERDB_SYNC_USER = "userdb-sync";
 
@@ -84,7 +85,7 @@ function userdbReceiverPart(cfg: StackConfig): Partial<HostPlan> {
             { path: `/var/lib/${USERDB_SYNC_USER}/.ssh`, mode: "0700", owner: USERDB_SYNC_USER, group: "Debian-exim" },
         ],
         files: [
-            scriptFile("/usr/local/sbin/mailinfra-receive-userdb", "relay/usr/local/sbin/mailinfra-receive-userdb.ejs", {}),
+            scriptFile("/usr/local/sbin/mailinfra-receive-userdb", "relay/usr/local/sbin/mailinfra-receive-userdb.ejs", { columns: RELAY_ACCOUNT_COLUMNS }),
             {
                 // only the store's sync key, and only to run the receiver
                 path: `/var/lib/${USERDB_SYNC_USER}/.ssh/authorized_keys`,
