@@ -2,6 +2,8 @@
 // Pure: no Pulumi imports, so tests and the CLI helpers can use it directly.
 import Ajv, { ErrorObject } from "ajv";
 import addFormats from "ajv-formats";
+import * as fs from "fs";
+import { HOST_KEY_PATTERN, parseHostKey, parseKnownHosts, pinCommand } from "./hostKeys";
 
 export const ROLES = ["relay", "imap", "lists", "otrs", "rt"] as const;
 export type Role = (typeof ROLES)[number];
@@ -12,6 +14,9 @@ export interface HostConfig {
     role: Role;
     /** Fully qualified host name; defaults to <name>.<mail.hostDomain>. */
     fqdn?: string;
+    /** The host's SSH host public keys ("ssh-ed25519 AAAA…"), the only keys any SSH client of the fleet accepts for it.
+     *  Required (here or through ssh.hostKeysFile); recorded by `npm run pin-host`. No default. */
+    sshHostKeys?: string[];
 }
 
 export interface SshConfig {
@@ -19,6 +24,9 @@ export interface SshConfig {
     port: number;
     /** Key file on the machine that runs Pulumi; otherwise the secret mailinfra:sshPrivateKey or ssh-agent. */
     privateKeyPath?: string;
+    /** known_hosts-style file whose keys are added to hosts.*.sshHostKeys, matched by address, name or FQDN
+     *  (the lab: written by lab/lab.sh for every host it creates). Default: none. */
+    hostKeysFile?: string;
 }
 
 export interface MailConfig {
@@ -176,6 +184,7 @@ export const stackConfigSchema = {
                 user: { type: "string", pattern: "^[a-z_][a-z0-9_-]*$", default: "root" },
                 port: { type: "integer", minimum: 1, maximum: 65535, default: 22 },
                 privateKeyPath: { type: "string", pattern: "^/" },
+                hostKeysFile: { type: "string", pattern: "^/" },
             },
         },
         hosts: {
@@ -190,6 +199,7 @@ export const stackConfigSchema = {
                     address: { type: "string", format: "ipv4" },
                     role: { enum: [...ROLES] },
                     fqdn: domain,
+                    sshHostKeys: { type: "array", items: { type: "string", pattern: HOST_KEY_PATTERN }, uniqueItems: true },
                 },
             },
         },
@@ -423,8 +433,15 @@ const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
 addFormats(ajv);
 const validate = ajv.compile(stackConfigSchema);
 
+export interface ParseOptions {
+    /** Stack name, for the pin command in messages. */
+    stack?: string;
+    /** false only for the pin command itself (it records the missing pins). Default true. */
+    requirePins?: boolean;
+}
+
 /** Validates raw config (as read from Pulumi config) and returns it typed, or throws ConfigError. */
-export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
+export function parseStackConfig(raw: Record<string, unknown>, opts: ParseOptions = {}): StackConfig {
     const data = structuredClone(raw);
     if (!validate(data)) {
         const problems = (validate.errors ?? [])
@@ -433,9 +450,48 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
         throw new ConfigError([...new Set(problems)]);
     }
     const cfg = data as unknown as StackConfig;
-    const problems = semanticProblems(cfg);
+    const problems = [...mergeHostKeysFile(cfg), ...hostKeyProblems(cfg, opts)];
+    problems.push(...semanticProblems(cfg));
     if (problems.length) throw new ConfigError(problems);
     return cfg;
+}
+
+/** Adds the keys of ssh.hostKeysFile to the pins of the hosts they name. */
+function mergeHostKeysFile(cfg: StackConfig): string[] {
+    const file = cfg.ssh.hostKeysFile;
+    if (!file) return [];
+    let text: string;
+    try {
+        text = fs.readFileSync(file, "utf8");
+    } catch (e) {
+        return [`mailinfra:ssh.hostKeysFile: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? e}); the lab's is written by lab/lab.sh up`];
+    }
+    const entries = parseKnownHosts(text);
+    for (const [name, h] of Object.entries(cfg.hosts)) {
+        const ids = [h.address, name, fqdnOf(cfg, name)];
+        const keys = entries.filter((e) => e.names.some((n) => ids.includes(n))).flatMap((e) => e.keys);
+        if (keys.length) h.sshHostKeys = [...new Set([...(h.sshHostKeys ?? []), ...keys])];
+    }
+    return [];
+}
+
+function hostKeyProblems(cfg: StackConfig, opts: ParseOptions): string[] {
+    const problems: string[] = [];
+    for (const [name, h] of Object.entries(cfg.hosts))
+        (h.sshHostKeys ?? []).forEach((k, i) => {
+            try {
+                parseHostKey(k);
+            } catch (e) {
+                problems.push(`mailinfra:hosts.${name}.sshHostKeys[${i}]: ${(e as Error).message}`);
+            }
+        });
+    const unpinned = Object.entries(cfg.hosts).filter(([, h]) => !h.sshHostKeys?.length).map(([name]) => name);
+    if (unpinned.length && opts.requirePins !== false)
+        problems.push(
+            `mailinfra:hosts: no pinned SSH host key for ${unpinned.join(", ")} (hosts.<name>.sshHostKeys${cfg.ssh.hostKeysFile ? ` or ${cfg.ssh.hostKeysFile}` : ""}); ` +
+                `nothing was touched. Compare each host's fingerprint out of band, then run ${pinCommand(opts.stack, unpinned)}`,
+        );
+    return problems;
 }
 
 function semanticProblems(cfg: StackConfig): string[] {
