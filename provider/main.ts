@@ -2,7 +2,9 @@
 // Started by the engine through ./pulumi-resource-mailinfra (see Pulumi.yaml `plugins`).
 import * as crypto from "crypto";
 import * as provider from "@pulumi/pulumi/provider";
+import * as path from "path";
 import { isDeepStrictEqual } from "util";
+import { readStackFile } from "../lib/stackFile";
 import { closeAllSessions } from "./ssh";
 import { isSecret, kinds, ResourceKind, unwrapSecrets } from "./resources";
 
@@ -23,6 +25,28 @@ function kindOf(urn: string): ResourceKind {
 function hostIdentity(props: any) {
     const c = unwrapSecrets(props?.connection) ?? {};
     return { host: c.host, port: c.port ?? 22, user: c.user ?? "root" };
+}
+
+/** Current pins by address, per stack: read once per provider process from the stack's config. */
+const currentPins = new Map<string, Map<string, string[]>>();
+
+/**
+ * The host keys a connection accepts come from the stack's current config, not from the resource's state: after a
+ * re-pin, refresh and delete (which only see state) trust the new key at once and no longer the old one. Only a host
+ * that has left the config keeps the pins recorded with its resources.
+ */
+function withCurrentPins(urn: string, props: any): any {
+    const c = props?.connection;
+    if (!c || c.host === "local") return props;
+    const stack = urn.split("::")[0].split(":").pop() ?? "";
+    let pins = currentPins.get(stack);
+    if (!pins) {
+        const cfg = readStackFile(path.resolve(__dirname, ".."), stack);
+        pins = new Map(Object.entries(cfg.hosts).map(([, h]) => [h.address, h.sshHostKeys ?? []]));
+        currentPins.set(stack, pins);
+    }
+    const keys = pins.get(c.host);
+    return keys ? { ...props, connection: { ...c, hostKeys: keys, stack } } : props;
 }
 
 /** A hash of secret content would let anyone with the state brute-force a weak secret: drop it. */
@@ -54,22 +78,22 @@ const mailinfraProvider: provider.Provider = {
     },
 
     async create(urn: string, inputs: any) {
-        const outs = await kindOf(urn).create(unwrapSecrets(inputs));
+        const outs = await kindOf(urn).create(withCurrentPins(urn, unwrapSecrets(inputs)));
         return { id: crypto.randomUUID(), outs: { ...inputs, ...publicOutputs(inputs, outs) } };
     },
 
     async update(_id: string, urn: string, olds: any, news: any) {
-        const outs = await kindOf(urn).update(unwrapSecrets(olds), unwrapSecrets(news));
+        const outs = await kindOf(urn).update(withCurrentPins(urn, unwrapSecrets(olds)), withCurrentPins(urn, unwrapSecrets(news)));
         return { outs: { ...news, ...publicOutputs(news, outs) } };
     },
 
     async delete(_id: string, urn: string, props: any) {
-        await kindOf(urn).delete(unwrapSecrets(props));
+        await kindOf(urn).delete(withCurrentPins(urn, unwrapSecrets(props)));
     },
 
     async read(id: string, urn: string, props: any) {
         const kind = kindOf(urn);
-        const observed = kind.read ? await kind.read(unwrapSecrets(props)) : undefined;
+        const observed = kind.read ? await kind.read(withCurrentPins(urn, unwrapSecrets(props))) : undefined;
         return { id, props: { ...props, ...(observed ?? {}) } };
     },
 };

@@ -6,6 +6,7 @@ import { basePart, eximPart, templateData } from "../parts/common";
 import { USERDB_SYNC_USER } from "./relay";
 import { storeMaintenancePart } from "../parts/storeMaintenance";
 import { backupPart, restoreOnRebuildStep } from "../parts/backup";
+import { knownHostsPart } from "../parts/knownHosts";
 
 export const ACCOUNT_DB = "/var/vmaildb/user.db";
 
@@ -107,6 +108,7 @@ export function planImap(cfg: StackConfig, host: string): HostPlan {
         storeDeliveryPart(cfg),
         storeMaintenancePart(cfg),
         backupPart(cfg),
+        knownHostsPart(cfg, host),
     );
 }
 
