@@ -450,20 +450,22 @@ export function parseStackConfig(raw: Record<string, unknown>, opts: ParseOption
         throw new ConfigError([...new Set(problems)]);
     }
     const cfg = data as unknown as StackConfig;
-    const problems = [...mergeHostKeysFile(cfg), ...hostKeyProblems(cfg, opts)];
+    const problems = [...mergeHostKeysFile(cfg, opts.requirePins !== false), ...hostKeyProblems(cfg, opts)];
     problems.push(...semanticProblems(cfg));
     if (problems.length) throw new ConfigError(problems);
     return cfg;
 }
 
 /** Adds the keys of ssh.hostKeysFile to the pins of the hosts they name. */
-function mergeHostKeysFile(cfg: StackConfig): string[] {
+function mergeHostKeysFile(cfg: StackConfig, requirePins: boolean): string[] {
     const file = cfg.ssh.hostKeysFile;
     if (!file) return [];
     let text: string;
     try {
         text = fs.readFileSync(file, "utf8");
     } catch (e) {
+        // the pin command creates it
+        if (!requirePins && (e as NodeJS.ErrnoException).code === "ENOENT") return [];
         return [`mailinfra:ssh.hostKeysFile: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? e}); the lab's is written by lab/lab.sh up`];
     }
     const entries = parseKnownHosts(text);

@@ -78,6 +78,16 @@ export function renderKnownHosts(entries: KnownHostsEntry[]): string {
     return entries.flatMap((e) => e.keys.map((k) => `${e.names.join(",")} ${pinText(parseHostKey(k))}\n`)).join("");
 }
 
+/** A known_hosts text with the lines of one host (matched by any of its names) replaced by its new keys. */
+export function replaceInKnownHosts(text: string, names: string[], keys: string[]): string {
+    const kept = text.split("\n").filter((line) => {
+        const first = line.trim().split(/\s+/)[0] ?? "";
+        return !line.trim() || line.startsWith("#") || !first.split(",").some((n) => names.includes(n));
+    });
+    const body = kept.join("\n").replace(/\n*$/, "");
+    return (body ? `${body}\n` : "") + renderKnownHosts([{ names, keys }]);
+}
+
 export interface PinnedHost {
     /** Host name in stack config (for messages and the re-pin command). */
     name?: string;
