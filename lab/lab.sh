@@ -598,7 +598,7 @@ host_init() {  # first boot of a fresh upper dir: identity of the host
 }
 
 # The record of the hosts' SSH host keys ($HOST_KEYS, known_hosts format "NAME,FQDN,IP type key"), read from each
-# host's own disk, never over the network. Rewritten for the given running hosts at every `up`.
+# host's own disk, never over the network. Rewritten for the running hosts at every `up`.
 record_host_keys() {  # $@ = hosts whose root is mounted
   local h f tmp
   mkdir -p "$LAB_RUN"
@@ -686,7 +686,10 @@ cmd_up() {
     start[$h]=$(now_us)
     [ -n "${note[$h]}" ] || host_start "$h"
   done
-  record_host_keys "${names[@]}"
+  # every running host, not only these: the record is complete whichever hosts a caller named
+  local -a running=()
+  for h in "${HOSTS[@]}"; do nspawn_pid "$h" >/dev/null && running+=("$h"); done
+  record_host_keys "${running[@]}"
   out=$(mktemp -d)
   for h in "${names[@]}"; do
     host_wait "$h" "${start[$h]}" "${note[$h]}" > "$out/$h" &

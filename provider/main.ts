@@ -21,14 +21,14 @@ function kindOf(urn: string): ResourceKind {
     return k;
 }
 
-/** Fields of `connection` that identify the target host; key material may rotate freely. */
+/** Fields of `connection` that identify the target host; key material and host key pins may rotate freely (a re-pin replaces nothing). */
 function hostIdentity(props: any) {
     const c = unwrapSecrets(props?.connection) ?? {};
     return { host: c.host, port: c.port ?? 22, user: c.user ?? "root" };
 }
 
 /** Current pins by address, per stack: read once per provider process from the stack's config. */
-const currentPins = new Map<string, Map<string, string[]>>();
+const currentPins = new Map<string, Map<string, { name: string; hostKeys: string[] }>>();
 
 /**
  * The host keys a connection accepts come from the stack's current config, not from the resource's state: after a
@@ -42,11 +42,11 @@ function withCurrentPins(urn: string, props: any): any {
     let pins = currentPins.get(stack);
     if (!pins) {
         const cfg = readStackFile(path.resolve(__dirname, ".."), stack);
-        pins = new Map(Object.entries(cfg.hosts).map(([, h]) => [h.address, h.sshHostKeys ?? []]));
+        pins = new Map(Object.entries(cfg.hosts).map(([name, h]) => [h.address, { name, hostKeys: h.sshHostKeys ?? [] }]));
         currentPins.set(stack, pins);
     }
-    const keys = pins.get(c.host);
-    return keys ? { ...props, connection: { ...c, hostKeys: keys, stack } } : props;
+    const current = pins.get(c.host);
+    return current ? { ...props, connection: { ...c, ...current, stack } } : props;
 }
 
 /** A hash of secret content would let anyone with the state brute-force a weak secret: drop it. */
