@@ -24,7 +24,7 @@ export interface SshConfig {
     port: number;
     /** Key file on the machine that runs Pulumi; otherwise the secret mailinfra:sshPrivateKey or ssh-agent. */
     privateKeyPath?: string;
-    /** known_hosts-style file whose keys are added to hosts.*.sshHostKeys, matched by address, name or FQDN
+    /** known_hosts-style file whose keys are added to hosts.*.sshHostKeys, matched by host address
      *  (the lab: written by lab/lab.sh for every host it creates). Default: none. */
     hostKeysFile?: string;
 }
@@ -470,8 +470,8 @@ function mergeHostKeysFile(cfg: StackConfig, requirePins: boolean): string[] {
     }
     const entries = parseKnownHosts(text);
     for (const [name, h] of Object.entries(cfg.hosts)) {
-        const ids = [h.address, name, fqdnOf(cfg, name)];
-        const keys = entries.filter((e) => e.names.some((n) => ids.includes(n))).flatMap((e) => e.keys);
+        // by address only: a name may move to another machine (failover onto the spare), its address may not
+        const keys = entries.filter((e) => e.names.includes(h.address)).flatMap((e) => e.keys);
         if (keys.length) h.sshHostKeys = [...new Set([...(h.sshHostKeys ?? []), ...keys])];
     }
     return [];

@@ -78,11 +78,11 @@ export function renderKnownHosts(entries: KnownHostsEntry[]): string {
     return entries.flatMap((e) => e.keys.map((k) => `${e.names.join(",")} ${pinText(parseHostKey(k))}\n`)).join("");
 }
 
-/** A known_hosts text with the lines of one host (matched by any of its names) replaced by its new keys. */
-export function replaceInKnownHosts(text: string, names: string[], keys: string[]): string {
+/** A known_hosts text with the lines of one address replaced by its new keys, written under `names`. */
+export function replaceInKnownHosts(text: string, address: string, names: string[], keys: string[]): string {
     const kept = text.split("\n").filter((line) => {
         const first = line.trim().split(/\s+/)[0] ?? "";
-        return !line.trim() || line.startsWith("#") || !first.split(",").some((n) => names.includes(n));
+        return !line.trim() || line.startsWith("#") || !first.split(",").includes(address);
     });
     const body = kept.join("\n").replace(/\n*$/, "");
     return (body ? `${body}\n` : "") + renderKnownHosts([{ names, keys }]);

@@ -50,7 +50,7 @@ function record(stack: string, cfg: StackConfig, name: string, keys: string[]): 
     if (file) {
         const old = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "";
         const tmp = `${file}.pin-host.${process.pid}`;
-        fs.writeFileSync(tmp, replaceInKnownHosts(old, [name, fqdnOf(cfg, name), cfg.hosts[name].address], keys), { mode: 0o644 });
+        fs.writeFileSync(tmp, replaceInKnownHosts(old, cfg.hosts[name].address, [name, fqdnOf(cfg, name), cfg.hosts[name].address], keys), { mode: 0o644 });
         fs.renameSync(tmp, file);
         return file;
     }

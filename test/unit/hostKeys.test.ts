@@ -54,7 +54,7 @@ describe("host key pins in stack config", () => {
         expect(problems).toContain("mailinfra:hosts.lily.sshHostKeys[0]: an ssh-ed25519 key is 32 bytes");
     });
 
-    it("merges the keys of ssh.hostKeysFile (the lab's record) into the pins of the hosts it names", () => {
+    it("merges the keys of ssh.hostKeysFile (the lab's record) into the pins of the hosts at those addresses", () => {
         const [, real] = keygen("lab-sanger", "ed25519");
         const file = path.join(dir, "known_hosts");
         fs.writeFileSync(file, `# lab.sh\nsanger,sanger.lab.test,198.51.100.12 ${real}\n198.51.100.11 ${examplePin("Other")}\n`);
@@ -66,6 +66,14 @@ describe("host key pins in stack config", () => {
         );
         expect(cfg.hosts.sanger.sshHostKeys).toEqual([real.split(" ").slice(0, 2).join(" ")]);
         expect(cfg.hosts.mchenry.sshHostKeys).toEqual([examplePin("mchenry"), examplePin("Other")]);
+        // the store moved to the spare's address: the old machine's key (recorded under the name) is not its pin
+        const moved = parseStackConfig(
+            labWith((c) => {
+                c.ssh.hostKeysFile = file;
+                c.hosts.sanger = { address: "198.51.100.16", role: "imap", sshHostKeys: [examplePin("Spare")] };
+            }),
+        );
+        expect(moved.hosts.sanger.sshHostKeys).toEqual([examplePin("Spare")]);
         expect(problemsOf(labWith((c) => (c.ssh.hostKeysFile = path.join(dir, "absent"))))).toEqual([
             `mailinfra:ssh.hostKeysFile: cannot read ${path.join(dir, "absent")} (ENOENT); the lab's is written by lab/lab.sh up`,
         ]);
@@ -73,7 +81,7 @@ describe("host key pins in stack config", () => {
 
     it("re-pins one host in a known_hosts record and keeps the others' lines", () => {
         const before = `# record\nmchenry,mchenry.lab.test,198.51.100.11 ${examplePin("A")}\nsanger,sanger.lab.test,198.51.100.12 ${examplePin("B")}\n`;
-        const after = replaceInKnownHosts(before, ["sanger", "sanger.lab.test", "198.51.100.12"], [examplePin("C")]);
+        const after = replaceInKnownHosts(before, "198.51.100.12", ["sanger", "sanger.lab.test", "198.51.100.12"], [examplePin("C")]);
         expect(after).toBe(`# record\nmchenry,mchenry.lab.test,198.51.100.11 ${examplePin("A")}\nsanger,sanger.lab.test,198.51.100.12 ${examplePin("C")}\n`);
     });
 
