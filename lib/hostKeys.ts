@@ -114,7 +114,8 @@ export function hostKeyCheck(h: PinnedHost) {
         throw new Error(`no pinned SSH host key for ${label}: refusing to connect. Compare its fingerprint out of band, then run ${pinCommand(h.stack, [h.name ?? h.address])}`);
     let refused: string | undefined;
     return {
-        algorithms: [...new Set(pins.flatMap((p) => HOST_KEY_ALGORITHMS[p.type]))],
+        // in our order of preference (ed25519 first), whatever order the pins are in
+        algorithms: Object.keys(HOST_KEY_ALGORITHMS).filter((t) => pins.some((p) => p.type === t)).flatMap((t) => HOST_KEY_ALGORITHMS[t]),
         verify(presented: Buffer): boolean {
             if (pins.some((p) => p.blob.equals(presented))) return true;
             refused = [
