@@ -181,6 +181,13 @@ describe("the SSH connection checks the host key before authenticating", () => {
         expect(seen.commands).toEqual(before.commands);
     });
 
+    it("asks for ed25519 first whatever the order of the pins", async () => {
+        const [, otherEcdsa] = keygen("other-ecdsa", "ecdsa");
+        const [, otherEd] = keygen("other-ed", "ed25519");
+        const err = await sessionFor(connection([otherEcdsa, otherEd], "order")).run("true").then(() => undefined, (e: Error) => e);
+        expect(err?.message).toContain(`presented: ${describeHostKey(edPub)}`);
+    });
+
     it("refuses a host with no pin at all", async () => {
         const err = await sessionFor(connection([], "unpinned")).run("true").then(() => undefined, (e: Error) => e);
         expect(err?.message).toContain("no pinned SSH host key for sanger (127.0.0.1): refusing to connect");
