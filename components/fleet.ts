@@ -27,7 +27,7 @@ export function readStackConfig(config = new pulumi.Config("mailinfra")): StackC
     const unknown = all.filter((k) => !known.has(k));
     try {
         if (unknown.length) throw new ConfigError(unknown.map((k) => `mailinfra:${k}: unknown key`));
-        return parseStackConfig(raw);
+        return parseStackConfig(raw, { stack: pulumi.getStack() });
     } catch (e) {
         if (e instanceof ConfigError) throw new pulumi.RunError(e.message);
         throw e;
@@ -58,6 +58,10 @@ export function deployFleet(cfg: StackConfig, config = new pulumi.Config("mailin
             user: cfg.ssh.user,
             privateKeyPath: cfg.ssh.privateKeyPath,
             privateKey: sshPrivateKey,
+            // a pin change is no host change (provider hostIdentity): re-pinning replaces nothing
+            hostKeys: cfg.hosts[name].sshHostKeys,
+            name,
+            stack: pulumi.getStack(),
         });
     for (const plan of order) {
         const relays = Object.values(hosts).filter((x) => x.role === "relay");

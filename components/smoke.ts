@@ -16,7 +16,7 @@ async function whereItStopped(token: string, cfg: StackConfig, privateKey?: stri
     ].join("\n");
     const lines: string[] = [];
     for (const [name, h] of [...hostsWithRole(cfg, "relay"), ...hostsWithRole(cfg, "imap")]) {
-        const conn = { host: h.address, port: cfg.ssh.port, user: cfg.ssh.user, privateKeyPath: cfg.ssh.privateKeyPath, privateKey };
+        const conn = { host: h.address, port: cfg.ssh.port, user: cfg.ssh.user, privateKeyPath: cfg.ssh.privateKeyPath, privateKey, hostKeys: h.sshHostKeys, name, stack: pulumi.getStack() };
         try {
             const [queue, ...log] = (await sessionFor(conn).run(report)).stdout.trim().split("\n");
             lines.push(`${name} (${h.address}): ${queue}\n    ${log.join("\n    ")}`);

@@ -49,6 +49,7 @@ BASE=$LAB_CACHE/base
 LAYERS_DIR=$LAB_CACHE/layers
 KEY=$LAB_CACHE/id_lab
 SSH_CONFIG=$LAB_CACHE/ssh_config
+HOST_KEYS=$LAB_RUN/known_hosts   # every lab host's SSH host keys: the lab stack's pins, checked by $SSH_CONFIG
 ACNG_CACHE=$LAB_CACHE/apt-cacher-ng
 HOSTS_RUN=$LAB_RUN/hosts
 DNS_DIR=$LAB_RUN/dns
@@ -434,8 +435,8 @@ write_ssh_config() {
     for h in "${HOSTS[@]}"; do
       printf 'Host %s %s.%s\n  HostName %s\n' "$h" "$h" "$DOMAIN" "${HIP[$h]}"
     done
-    printf 'Host *\n  User root\n  IdentityFile %s\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n' "$KEY"
-    printf '  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n  ConnectTimeout 5\n'
+    printf 'Host *\n  User root\n  IdentityFile %s\n  IdentitiesOnly yes\n  StrictHostKeyChecking yes\n' "$KEY"
+    printf '  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n  ConnectTimeout 5\n' "$HOST_KEYS"
   } > "$tmp"
   if cmp -s "$tmp" "$SSH_CONFIG"; then rm -f "$tmp"; else mv "$tmp" "$SSH_CONFIG"; chmod 644 "$SSH_CONFIG"; fi
 }
@@ -596,6 +597,24 @@ host_init() {  # first boot of a fresh upper dir: identity of the host
   sed -i "s/ root@[^ ]*\$/ root@$h.$DOMAIN/" "$R"/etc/ssh/ssh_host_*.pub
 }
 
+# The record of the hosts' SSH host keys ($HOST_KEYS, known_hosts format "NAME,FQDN,IP type key"), read from each
+# host's own disk, never over the network. Rewritten for the running hosts at every `up`.
+record_host_keys() {  # $@ = hosts whose root is mounted
+  local h f tmp
+  mkdir -p "$LAB_RUN"
+  tmp=$(mktemp "$LAB_RUN/.known_hosts.XXXXXX")
+  if [ -f "$HOST_KEYS" ]; then
+    awk -v names=" $* " '{ split($1, id, ","); if (index(names, " " id[1] " ") == 0) print }' "$HOST_KEYS" > "$tmp"
+  fi
+  for h in "$@"; do
+    for f in "$HOSTS_RUN/$h/merged"/etc/ssh/ssh_host_*_key.pub; do
+      [ -f "$f" ] && awk -v id="$h,$h.$DOMAIN,${HIP[$h]}" '{ print id, $1, $2 }' "$f" >> "$tmp"
+    done
+  done
+  chmod 644 "$tmp"
+  mv -f "$tmp" "$HOST_KEYS"
+}
+
 host_start() {  # $1 = host. Prints nothing; writes nspawn.pid
   local h=$1 H=$HOSTS_RUN/$1 R r i cgprocs=""
   R=$H/merged
@@ -667,6 +686,10 @@ cmd_up() {
     start[$h]=$(now_us)
     [ -n "${note[$h]}" ] || host_start "$h"
   done
+  # every running host, not only these: the record is complete whichever hosts a caller named
+  local -a running=()
+  for h in "${HOSTS[@]}"; do nspawn_pid "$h" >/dev/null && running+=("$h"); done
+  record_host_keys "${running[@]}"
   out=$(mktemp -d)
   for h in "${names[@]}"; do
     host_wait "$h" "${start[$h]}" "${note[$h]}" > "$out/$h" &

@@ -3,6 +3,8 @@
 import Ajv, { ErrorObject } from "ajv";
 import { isIPv4, isIPv6 } from "net";
 import addFormats from "ajv-formats";
+import * as fs from "fs";
+import { HOST_KEY_PATTERN, parseHostKey, parseKnownHosts, pinCommand } from "./hostKeys";
 
 export const ROLES = ["relay", "imap", "lists", "otrs", "rt"] as const;
 export type Role = (typeof ROLES)[number];
@@ -13,6 +15,9 @@ export interface HostConfig {
     role: Role;
     /** Fully qualified host name; defaults to <name>.<mail.hostDomain>. */
     fqdn?: string;
+    /** The host's SSH host public keys ("ssh-ed25519 AAAA…"), the only keys any SSH client of the fleet accepts for it.
+     *  Required (here or through ssh.hostKeysFile); recorded by `npm run pin-host`. No default. */
+    sshHostKeys?: string[];
 }
 
 export interface SshConfig {
@@ -23,6 +28,9 @@ export interface SshConfig {
     /** Required, no default: the only networks (CIDR) the hosts' firewalls accept SSH from, besides the
      *  host-to-host SSH the plan itself needs; must contain the machine that runs Pulumi. */
     adminNetworks: string[];
+    /** known_hosts-style file whose keys are added to hosts.*.sshHostKeys, matched by host address
+     *  (the lab: written by lab/lab.sh for every host it creates). Default: none. */
+    hostKeysFile?: string;
 }
 
 export interface MailConfig {
@@ -196,6 +204,7 @@ export const stackConfigSchema = {
                 port: { type: "integer", minimum: 1, maximum: 65535, default: 22 },
                 privateKeyPath: { type: "string", pattern: "^/" },
                 adminNetworks: { type: "array", items: cidr, minItems: 1, uniqueItems: true },
+                hostKeysFile: { type: "string", pattern: "^/" },
             },
         },
         hosts: {
@@ -210,6 +219,7 @@ export const stackConfigSchema = {
                     address: { type: "string", format: "ipv4" },
                     role: { enum: [...ROLES] },
                     fqdn: domain,
+                    sshHostKeys: { type: "array", items: { type: "string", pattern: HOST_KEY_PATTERN }, uniqueItems: true },
                 },
             },
         },
@@ -453,8 +463,15 @@ const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
 addFormats(ajv);
 const validate = ajv.compile(stackConfigSchema);
 
+export interface ParseOptions {
+    /** Stack name, for the pin command in messages. */
+    stack?: string;
+    /** false only for the pin command itself (it records the missing pins). Default true. */
+    requirePins?: boolean;
+}
+
 /** Validates raw config (as read from Pulumi config) and returns it typed, or throws ConfigError. */
-export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
+export function parseStackConfig(raw: Record<string, unknown>, opts: ParseOptions = {}): StackConfig {
     const data = structuredClone(raw);
     if (!validate(data)) {
         const problems = (validate.errors ?? [])
@@ -463,9 +480,50 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
         throw new ConfigError([...new Set(problems)]);
     }
     const cfg = data as unknown as StackConfig;
-    const problems = semanticProblems(cfg);
+    const problems = [...mergeHostKeysFile(cfg, opts.requirePins !== false), ...hostKeyProblems(cfg, opts)];
+    problems.push(...semanticProblems(cfg));
     if (problems.length) throw new ConfigError(problems);
     return cfg;
+}
+
+/** Adds the keys of ssh.hostKeysFile to the pins of the hosts they name. */
+function mergeHostKeysFile(cfg: StackConfig, requirePins: boolean): string[] {
+    const file = cfg.ssh.hostKeysFile;
+    if (!file) return [];
+    let text: string;
+    try {
+        text = fs.readFileSync(file, "utf8");
+    } catch (e) {
+        // the pin command creates it
+        if (!requirePins && (e as NodeJS.ErrnoException).code === "ENOENT") return [];
+        return [`mailinfra:ssh.hostKeysFile: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? e}); the lab's is written by lab/lab.sh up`];
+    }
+    const entries = parseKnownHosts(text);
+    for (const [name, h] of Object.entries(cfg.hosts)) {
+        // by address only: a name may move to another machine (failover onto the spare), its address may not
+        const keys = entries.filter((e) => e.names.includes(h.address)).flatMap((e) => e.keys);
+        if (keys.length) h.sshHostKeys = [...new Set([...(h.sshHostKeys ?? []), ...keys])];
+    }
+    return [];
+}
+
+function hostKeyProblems(cfg: StackConfig, opts: ParseOptions): string[] {
+    const problems: string[] = [];
+    for (const [name, h] of Object.entries(cfg.hosts))
+        (h.sshHostKeys ?? []).forEach((k, i) => {
+            try {
+                parseHostKey(k);
+            } catch (e) {
+                problems.push(`mailinfra:hosts.${name}.sshHostKeys[${i}]: ${(e as Error).message}`);
+            }
+        });
+    const unpinned = Object.entries(cfg.hosts).filter(([, h]) => !h.sshHostKeys?.length).map(([name]) => name);
+    if (unpinned.length && opts.requirePins !== false)
+        problems.push(
+            `mailinfra:hosts: no pinned SSH host key for ${unpinned.join(", ")} (hosts.<name>.sshHostKeys${cfg.ssh.hostKeysFile ? ` or ${cfg.ssh.hostKeysFile}` : ""}); ` +
+                `nothing was touched. Compare each host's fingerprint out of band, then run ${pinCommand(opts.stack, unpinned)}`,
+        );
+    return problems;
 }
 
 function semanticProblems(cfg: StackConfig): string[] {

@@ -140,11 +140,12 @@ function batchFor(conn: Connection): HostBatch {
  * create, so every resource of it is re-created in dependency order) or a managed file is missing; otherwise
  * the props with what was observed in place of the declared values (content, mode, owner, packages, drift).
  */
-export async function readResource(type: string, props: Record<string, any>): Promise<ReadOutcome> {
+/** `connection`: the one to observe through (the stack's current host key pins); default: the one in props. */
+export async function readResource(type: string, props: Record<string, any>, connection?: Connection): Promise<ReadOutcome> {
     const observer = observers[type];
     if (!observer) throw new Error(`mailinfra provider: cannot read ${type}`);
     const p = unwrapSecrets(props);
-    const conn: Connection = p.connection;
+    const conn: Connection = connection ?? p.connection;
     const base = Object.fromEntries(Object.entries(props).filter(([k]) => !LEGACY_OUTPUTS.includes(k)));
     const script = observer.script(p, props) ?? "true";
     const recorded: string | undefined = p.installId || undefined;

@@ -3,6 +3,7 @@
 import * as crypto from "crypto";
 import * as fs from "fs";
 import { NodeSSH } from "node-ssh";
+import { hostKeyCheck } from "../lib/hostKeys";
 
 export interface Connection {
     /** "local" runs on the machine running Pulumi (the lab's DNS files), not over SSH. */
@@ -13,6 +14,17 @@ export interface Connection {
     privateKeyPath?: string;
     /** Private key text (a Pulumi secret in stack config). */
     privateKey?: string;
+    /** The host's pinned SSH host public keys: any other key is refused before authentication. Required. */
+    hostKeys?: string[];
+    /** Host name in stack config and the stack, for messages (which pin, how to re-pin). */
+    name?: string;
+    stack?: string;
+}
+
+/** ssh2 options that make a connection accept only the host's pinned keys, and the error explaining a refusal. */
+export function pinnedHostOptions(c: Connection) {
+    const check = hostKeyCheck({ name: c.name, address: c.host, stack: c.stack, hostKeys: c.hostKeys ?? [] });
+    return { options: { hostVerifier: check.verify, algorithms: { serverHostKey: check.algorithms } }, explain: check.explain };
 }
 
 export interface ExecResult {
@@ -111,6 +123,12 @@ export class HostSession {
             const c = this.conn;
             const privateKey = c.privateKey ?? (c.privateKeyPath ? fs.readFileSync(c.privateKeyPath, "utf8") : undefined);
             const ssh = new NodeSSH();
+            let pinned: ReturnType<typeof pinnedHostOptions>;
+            try {
+                pinned = pinnedHostOptions(c);
+            } catch (e) {
+                return Promise.reject(e);
+            }
             this.ssh = ssh
                 .connect({
                     host: c.host,
@@ -120,10 +138,11 @@ export class HostSession {
                     agent: privateKey ? undefined : process.env.SSH_AUTH_SOCK,
                     readyTimeout: 20000,
                     keepaliveInterval: 10000,
+                    ...pinned.options,
                 })
                 .catch((err: Error) => {
                     this.ssh = undefined;
-                    throw new Error(`cannot reach ${c.user ?? "root"}@${c.host}:${c.port ?? 22} over SSH: ${err.message}`);
+                    throw new Error(`cannot reach ${c.user ?? "root"}@${c.host}:${c.port ?? 22} over SSH: ${pinned.explain(err).message}`);
                 });
         }
         return this.ssh;

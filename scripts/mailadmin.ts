@@ -6,9 +6,10 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { parseArgs } from "node:util";
-import * as yaml from "js-yaml";
 import { NodeSSH } from "node-ssh";
-import { CONFIG_OBJECTS, fqdnOf, hostsWithRole, parseStackConfig, StackConfig } from "../lib/config";
+import { fqdnOf, hostsWithRole, StackConfig } from "../lib/config";
+import { rawStackFile, readStackFile, stackFilePath } from "../lib/stackFile";
+import { pinnedHostOptions } from "../provider/ssh";
 import {
     ACCOUNT_DB,
     AccountRow,
@@ -64,11 +65,9 @@ interface Store {
 /** Structured config straight from Pulumi.<stack>.yaml; the CLI decrypts only the SSH key, and only when no key file is set. */
 function readStack(stack: string): { cfg: StackConfig; sshKey?: string } {
     const repo = path.resolve(__dirname, "..");
-    const file = path.join(repo, `Pulumi.${stack}.yaml`);
-    if (!fs.existsSync(file)) throw new AdminError(`no stack config ${file}`);
-    const doc = (yaml.load(fs.readFileSync(file, "utf8")) as { config?: Record<string, unknown> }) ?? {};
-    const raw = doc.config ?? {};
-    const cfg = parseStackConfig(Object.fromEntries(CONFIG_OBJECTS.filter((k) => raw[`mailinfra:${k}`] !== undefined).map((k) => [k, raw[`mailinfra:${k}`]])));
+    if (!fs.existsSync(stackFilePath(repo, stack))) throw new AdminError(`no stack config ${stackFilePath(repo, stack)}`);
+    const raw = rawStackFile(repo, stack);
+    const cfg = readStackFile(repo, stack);
     if (cfg.ssh.privateKeyPath || !raw["mailinfra:sshPrivateKey"]) return { cfg };
     try {
         const key = execFileSync(path.join(repo, "scripts", "pulumi"), ["config", "get", "mailinfra:sshPrivateKey", "--stack", stack], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
@@ -78,9 +77,11 @@ function readStack(stack: string): { cfg: StackConfig; sshKey?: string } {
     }
 }
 
-async function connect(cfg: StackConfig, sshKey: string | undefined): Promise<Store> {
+async function connect(cfg: StackConfig, stack: string, sshKey: string | undefined): Promise<Store> {
     const [[name, host]] = hostsWithRole(cfg, "imap");
     const ssh = new NodeSSH();
+    // passwords go to the store on stdin: only over a connection to its pinned host key
+    const pinned = pinnedHostOptions({ host: host.address, name, stack, hostKeys: host.sshHostKeys });
     try {
         await ssh.connect({
             host: host.address,
@@ -88,9 +89,10 @@ async function connect(cfg: StackConfig, sshKey: string | undefined): Promise<St
             username: cfg.ssh.user,
             ...(cfg.ssh.privateKeyPath ? { privateKeyPath: cfg.ssh.privateKeyPath } : sshKey ? { privateKey: sshKey } : { agent: process.env.SSH_AUTH_SOCK }),
             readyTimeout: 20000,
+            ...pinned.options,
         });
     } catch (e) {
-        throw new AdminError(`cannot reach the IMAP store ${fqdnOf(cfg, name)} (${host.address}): ${(e as Error).message}`);
+        throw new AdminError(`cannot reach the IMAP store ${fqdnOf(cfg, name)} (${host.address}): ${pinned.explain(e as Error).message}`);
     }
     return { name: fqdnOf(cfg, name), ssh, cfg };
 }
@@ -228,7 +230,7 @@ async function main(argv: string[]): Promise<number> {
     // the stack config is local: every argument is checked before the store is contacted
     const { cfg, sshKey } = readStack(values.stack!);
     let store: Store | undefined;
-    const open = async () => (store ??= await connect(cfg, sshKey));
+    const open = async () => (store ??= await connect(cfg, values.stack!, sshKey));
     const domains = cfg.mail.localDomains;
     try {
         switch (command) {

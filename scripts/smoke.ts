@@ -12,7 +12,7 @@ async function main() {
     const json = execFileSync(path.join(repo, "scripts", "pulumi"), ["config", "--stack", stack, "--json", "--show-secrets"], { encoding: "utf8" });
     const raw = JSON.parse(json) as Record<string, { value: string }>;
     const get = (k: string) => raw[`mailinfra:${k}`]?.value;
-    const cfg = parseStackConfig(Object.fromEntries(CONFIG_OBJECTS.filter((k) => get(k) !== undefined).map((k) => [k, JSON.parse(get(k)!)])));
+    const cfg = parseStackConfig(Object.fromEntries(CONFIG_OBJECTS.filter((k) => get(k) !== undefined).map((k) => [k, JSON.parse(get(k)!)])), { stack });
     const [[, relay]] = hostsWithRole(cfg, "relay");
     const [[, store]] = hostsWithRole(cfg, "imap");
     const r = await smokeTest({ relayAddress: relay.address, storeAddress: store.address, account: cfg.smoke.account, password: get("smokePassword")!, timeoutMs: 90000, certificate: cfg.tls.certificate });

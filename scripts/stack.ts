@@ -15,7 +15,7 @@ export function loadStack(stack: string, repo = path.resolve(__dirname, "..")): 
     const json = execFileSync(path.join(repo, "scripts", "pulumi"), ["config", "--stack", stack, "--json", "--show-secrets"], { encoding: "utf8", maxBuffer: 16 << 20 });
     const raw = JSON.parse(json) as Record<string, { value: string }>;
     const get = (k: string) => raw[`mailinfra:${k}`]?.value;
-    const cfg = parseStackConfig(Object.fromEntries(CONFIG_OBJECTS.filter((k) => get(k) !== undefined).map((k) => [k, JSON.parse(get(k)!)])));
+    const cfg = parseStackConfig(Object.fromEntries(CONFIG_OBJECTS.filter((k) => get(k) !== undefined).map((k) => [k, JSON.parse(get(k)!)])), { stack });
     return {
         cfg,
         secret: get,
@@ -25,6 +25,9 @@ export function loadStack(stack: string, repo = path.resolve(__dirname, "..")): 
             user: cfg.ssh.user,
             privateKeyPath: cfg.ssh.privateKeyPath,
             privateKey: get("sshPrivateKey"),
+            hostKeys: cfg.hosts[host].sshHostKeys,
+            name: host,
+            stack,
         }),
     };
 }

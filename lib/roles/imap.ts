@@ -12,6 +12,7 @@ import { addressesOf } from "../parts/firewall";
 export function storeInboundHosts(cfg: StackConfig): string[] {
     return addressesOf(cfg, "relay", "lists");
 }
+import { knownHostsPart } from "../parts/knownHosts";
 
 export const ACCOUNT_DB = "/var/vmaildb/user.db";
 
@@ -130,6 +131,7 @@ export function planImap(cfg: StackConfig, host: string): HostPlan {
         storeDeliveryPart(cfg),
         storeMaintenancePart(cfg),
         backupPart(cfg),
+        knownHostsPart(cfg, host),
     );
 }
 

@@ -3,6 +3,7 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { parseKnownHosts } from "../../lib/hostKeys";
 
 export const REPO = path.resolve(__dirname, "..", "..");
 export const LAB_CACHE = process.env.LAB_CACHE ?? "/var/cache/mailinfra/lab";
@@ -30,6 +31,14 @@ export function pulumi(args: string[], opts: { cwd?: string } = {}): Run {
         cwd,
         env: { PULUMI_BACKEND_URL: `file://${REPO}/.pulumi-state`, PULUMI_HOME: `${REPO}/.pulumi-home` },
     });
+}
+
+/** The SSH host keys lab.sh recorded for a lab host ($LAB_RUN/known_hosts: the lab stack's pins). */
+export function labHostKeys(nameOrAddress: string): string[] {
+    const record = path.join(process.env.LAB_RUN ?? "/var/tmp/mailinfra-lab", "known_hosts");
+    return parseKnownHosts(fs.readFileSync(record, "utf8"))
+        .filter((e) => e.names.includes(nameOrAddress))
+        .flatMap((e) => e.keys);
 }
 
 export function ssh(address: string, command: string): Run {

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fileKind, FileProps, scriptKind } from "../../provider/resources";
 import { closeAllSessions } from "../../provider/ssh";
 import { CuttingProxy } from "../cuttingProxy";
-import { LAB_CACHE, must, REPO, Run, run, ssh, waitFor } from "./harness";
+import { LAB_CACHE, labHostKeys, must, REPO, Run, run, ssh, waitFor } from "./harness";
 
 const SPARE = fs
     .readFileSync(path.join(REPO, "lab", "hosts"), "utf8")
@@ -27,7 +27,8 @@ const BIG = crypto.randomBytes(6 * MB).toString("base64"); // 8 MB of text
 const sha = (s: string) => crypto.createHash("sha256").update(s).digest("hex");
 
 const proxy = new CuttingProxy(SPARE, 22);
-const viaProxy = () => ({ host: "127.0.0.1", port: proxy.port, privateKeyPath: KEY });
+// the proxy's address is not spare's, but spare's pinned key is what answers through it
+const viaProxy = () => ({ host: "127.0.0.1", port: proxy.port, privateKeyPath: KEY, hostKeys: labHostKeys(SPARE) });
 const file = (content: string): FileProps => ({ connection: viaProxy(), path: TARGET, content, mode: "0600", owner: "root", group: "root" });
 /** The target's sha256, read over a direct connection (not through the proxy). */
 const liveSha = () => must(ssh(SPARE, `sha256sum ${TARGET} | cut -d' ' -f1`), "reading the live file").out.trim();

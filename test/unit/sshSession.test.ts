@@ -13,8 +13,9 @@ import { CuttingProxy } from "../cuttingProxy";
 const ssh2 = require("ssh2");
 
 /** An SSH server that accepts any key and runs exec requests with bash, stdin/stdout/stderr wired through. */
-function bashOverSsh(): Promise<{ port: number; close: () => void }> {
-    const server = new ssh2.Server({ hostKeys: [ssh2.utils.generateKeyPairSync("ed25519").private] }, (client: any) => {
+function bashOverSsh(): Promise<{ port: number; close: () => void; hostKey: string }> {
+    const pair = ssh2.utils.generateKeyPairSync("ed25519");
+    const server = new ssh2.Server({ hostKeys: [pair.private] }, (client: any) => {
         client.on("error", () => undefined);
         client.on("authentication", (ctx: any) => ctx.accept());
         client.on("ready", () =>
@@ -35,11 +36,11 @@ function bashOverSsh(): Promise<{ port: number; close: () => void }> {
             ),
         );
     });
-    return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve({ port: server.address().port, close: () => server.close() })));
+    return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve({ port: server.address().port, close: () => server.close(), hostKey: pair.public.trim().split(" ").slice(0, 2).join(" ") })));
 }
 
 describe("SSH session over a connection that is reset", () => {
-    let server: { port: number; close: () => void };
+    let server: { port: number; close: () => void; hostKey: string };
     let proxy: CuttingProxy;
     let session: HostSession;
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mailinfra-session-"));
@@ -49,7 +50,8 @@ describe("SSH session over a connection that is reset", () => {
         server = await bashOverSsh();
         proxy = new CuttingProxy("127.0.0.1", server.port);
         await proxy.listen();
-        session = new HostSession({ host: "127.0.0.1", port: proxy.port, privateKey: ssh2.utils.generateKeyPairSync("ed25519").private });
+        // the server's own key is pinned: the session's host key check passes, as against a pinned lab host
+        session = new HostSession({ host: "127.0.0.1", port: proxy.port, privateKey: ssh2.utils.generateKeyPairSync("ed25519").private, hostKeys: [server.hostKey] });
     });
     afterAll(async () => {
         session.dispose();

@@ -12,7 +12,19 @@ export function stackConfig(stack: string): Record<string, unknown> {
         if (v && typeof v === "object" && "secure" in (v as object)) continue;
         out[k.slice("mailinfra:".length)] = v;
     }
-    return out;
+    return stack === "lab" ? withExamplePins(out) : out;
+}
+
+/** An example ed25519 pin whose base64 spells what it is (never a real key). */
+export function examplePin(label: string): string {
+    return `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI${`EXAMPLEHostKeyOf${label}`.padEnd(43, "x").slice(0, 43)}`;
+}
+
+/** The lab's pins live in a file lab.sh writes ($LAB_RUN/known_hosts); unit tests do not depend on a running lab. */
+function withExamplePins(c: Record<string, any>): Record<string, unknown> {
+    const { hostKeysFile: _, ...ssh } = c.ssh ?? {};
+    const hosts = Object.fromEntries(Object.entries(c.hosts as Record<string, object>).map(([n, h]) => [n, { ...h, sshHostKeys: [examplePin(n)] }]));
+    return { ...c, ssh, hosts };
 }
 
 /** The lab stack's values with a change applied (a fresh copy each time). */
