@@ -12,7 +12,7 @@ import { observeTls, portOpen } from "../../lib/probe";
 import { certificatePin, pinnedTls } from "../../lib/smoke";
 import { checkServedCertificate, TlsMode } from "../../lib/status";
 import * as yaml from "js-yaml";
-import { convergedLab, FLEET, REPO } from "./harness";
+import { convergedLab, FLEET, REPO, ssh } from "./harness";
 
 /** Lab hosts by name, from lab/hosts. */
 const ADDRESS: Record<string, string> = Object.fromEntries(
@@ -20,8 +20,8 @@ const ADDRESS: Record<string, string> = Object.fromEntries(
 );
 /** Every port that may carry TLS, and how it starts. */
 const TLS_PORTS: [number, TlsMode][] = [[25, "starttls"], [465, "implicit"], [587, "starttls"], [993, "implicit"], [443, "implicit"]];
-/** What each host must serve at least (the roles' TLS ports). */
-const REQUIRED: Record<string, number[]> = { mchenry: [25, 465], sanger: [25, 465, 587, 993], lily: [25, 443], otrs: [443], streber: [443] };
+/** What each host must serve to the internet at least (the store's 25 is firewalled to the relays and lily). */
+const REQUIRED: Record<string, number[]> = { mchenry: [25, 465], sanger: [465, 587, 993], lily: [25, 443], otrs: [443], streber: [443] };
 
 interface Target {
     host: string;
@@ -110,6 +110,16 @@ describe("TLS on every port (Mozilla intermediate)", () => {
         expect(report).toEqual(Object.fromEntries(runs.map((r) => [`${r.target.host}:${r.target.port}`, []])));
         fs.rmSync(dir, { recursive: true, force: true });
     }, 600_000);
+
+    it("the store's :25, open only to the relays and lily, offers the same profile (openssl from the relay)", () => {
+        const handshake = (args: string) =>
+            ssh(ADDRESS.mchenry, `echo Q | timeout 20 openssl s_client -connect ${ADDRESS.sanger}:25 -starttls smtp ${args} 2>&1 | grep -m1 'Cipher is' || echo 'no handshake'`).out.trim();
+        expect(handshake("-tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")).toMatch(/Cipher is ECDHE-(ECDSA|RSA)-AES128-GCM-SHA256/);
+        expect(handshake("-tls1_3")).toMatch(/Cipher is TLS_/);
+        // CBC under TLS 1.2, and TLS 1.1 at all (the client at security level 0 so it really offers them)
+        expect(handshake("-tls1_2 -cipher 'ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:AES128-SHA@SECLEVEL=0'")).not.toMatch(/Cipher is (?!\(NONE\))/);
+        expect(handshake("-tls1_1 -cipher 'DEFAULT@SECLEVEL=0'")).not.toMatch(/Cipher is (?!\(NONE\))/);
+    });
 
     it("serves the configured certificate on every TLS port (what status checks)", async () => {
         const pin = certificatePin(labCertificate)!.fingerprint256;
