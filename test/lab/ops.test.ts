@@ -85,7 +85,7 @@ describe("operations", () => {
         }
     });
 
-    it("status warns about a certificate that expires in 5 days, served by the real daemons (exit 2)", () => {
+    it("status warns about a certificate that expires in 5 days and fails it for not being the configured one (exit 1)", () => {
         const cert = "/etc/ssl/certs/mailinfra.pem";
         const key = "/etc/ssl/private/mailinfra.key";
         must(ssh(STORE, `cp -p ${cert} ${cert}.ops && cp -p ${key} ${key}.ops && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 5 -subj /CN=sanger.lab.test -keyout ${key} -out ${cert} 2>/dev/null && chgrp ssl-cert ${key} && chmod 0640 ${key} && systemctl restart dovecot exim4`), "short-lived certificate");
@@ -94,7 +94,10 @@ describe("operations", () => {
             expect(s.out).toMatch(/sanger +certificate :993 +WARN +expires in [45]\.\d days/);
             expect(s.out).toMatch(/sanger +certificate :465 +WARN +expires in [45]\.\d days/);
             expect(s.out).toMatch(/mchenry +certificate :465 +OK/);
-            expect(s.code).toBe(2);
+            // a certificate swapped in by hand is not the configured tls.certificate
+            expect(s.out).toMatch(/sanger +served certificate :993 +FAIL +serves /);
+            expect(s.out).toMatch(/mchenry +served certificate :465 +OK/);
+            expect(s.code).toBe(1);
             // the drift audit sees the swapped files; the key only by hash
             const d = drift();
             expect(d.out).toContain(`file ${cert}: content differs`);
