@@ -45,7 +45,9 @@ function relayDbLookup(sql: string): string {
 
 /** The first bytes a MariaDB server sends to a TCP client from this host (a greeting or a refusal). */
 function mariadbGreeting(from: string): string {
-    return ssh(from, `timeout 5 bash -c 'exec 3<>/dev/tcp/${OTRS}/3306; head -c 300 <&3' 2>&1 | tr -c '[:print:]' ' '`).out;
+    // 48 bytes hold the server version ("…-MariaDB…") or the start of a refusal ("Host … is not allowed"); MariaDB
+    // then waits for the client, so reading more would block until the timeout
+    return ssh(from, `timeout 5 bash -c 'exec 3<>/dev/tcp/${OTRS}/3306; head -c 48 <&3' 2>&1 | tr -c '[:print:]' ' '`).out;
 }
 
 /** The reply codes to each RCPT and QUIT of an SMTP session Exim runs on `host` as if `client` held it (exim -bh: ACLs only, nothing delivered). */
