@@ -4,7 +4,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import * as yaml from "js-yaml";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { describeHostKey } from "../../lib/hostKeys";
 import { convergedLab, FLEET, must, projectCopy, pulumi, REPO, run, ssh } from "./harness";
 
@@ -30,7 +30,7 @@ function recordedFingerprints(): string[] {
 describe("pinned SSH host identities", () => {
     let swapped = false;
     beforeAll(() => convergedLab(FLEET));
-    afterAll(() => {
+    afterEach(() => {
         // whatever failed: the record (the lab stack's pins) matches the store's key again
         if (swapped) must(command("pin-host.ts", ["--stack", "lab", "--yes", "sanger"]), "re-pin sanger");
     });
@@ -42,7 +42,8 @@ describe("pinned SSH host identities", () => {
         // a new identity on the store; sshd restarts with it (this session survives the restart)
         const swap = must(ssh(STORE, "set -e; rm -f /etc/ssh/ssh_host_*; ssh-keygen -q -A; systemctl restart ssh; ssh-keygen -l -E sha256 -f /etc/ssh/ssh_host_ed25519_key.pub"), "swapping sanger's host key");
         swapped = true;
-        const presented = swap.out.trim().split(/\s+/)[1];
+        // the last line is ssh-keygen -l's "256 SHA256:… root@host (ED25519)" (ssh-keygen -A may print before it)
+        const presented = swap.out.trim().split("\n").pop()!.split(/\s+/)[1];
         expect(pinned.join(" ")).not.toContain(presented);
         const since = Math.floor(Date.now() / 1000);
         run("sleep", ["1"]);
