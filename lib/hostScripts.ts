@@ -3,8 +3,8 @@
 // them as Script resources (refresh runs the probe; a failing probe re-runs `create`), and the drift audit
 // runs the same probes, so both report the same items.
 import { DirectorySpec, GroupMembership, ServiceSpec, TmpfsMountSpec, UserSpec } from "./plan";
+import { shq as q } from "./shell";
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 export interface HostScript {
     /** What the drift audit calls it: "<kind> <name>". */

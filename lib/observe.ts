@@ -2,8 +2,8 @@
 // and the drift audit (`npm run drift`), so both judge the same items the same way. Pure: scripts to run on
 // the host and parsers of their output; nothing here opens a connection.
 import * as crypto from "crypto";
+import { shq as q } from "./shell";
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 /** Written on the first converge of a host; a host without it (or with another one) was re-imaged. */
 export const INSTALL_ID_FILE = "/var/lib/mailinfra/install-id";

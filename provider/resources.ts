@@ -20,10 +20,8 @@ export function unwrapSecrets(v: any): any {
     return v;
 }
 
-/** Single-quotes a value for bash. */
-export function shq(s: string): string {
-    return `'${s.replace(/'/g, `'\\''`)}'`;
-}
+export { shq } from "../lib/shell";
+import { shq } from "../lib/shell";
 
 
 export interface CheckFailure {

@@ -2,6 +2,7 @@
 // parts, spamd), relaying for the fleet's domains with recipient callouts to the primary, and Mailman 3
 // core (Debian) behind it over LMTP, with lists created from stack config.
 import { createHmac } from "crypto";
+import { shq as q } from "../shell";
 import { fqdnOf, hostsWithRole, listsDomainOf, listsWebEnabled, StackConfig } from "../config";
 import { emptyPlan, FileSpec, HostPlan, mergePlans, render } from "../plan";
 import { basePart, eximPart, MANAGED_TLS, templateData } from "../parts/common";
@@ -73,7 +74,6 @@ export function legacyAliases(cfg: StackConfig, name: string): string[] {
 /** Idempotent: creates missing lists, then makes each list's membership exactly the configured one. */
 export function listsStepScript(cfg: StackConfig): string {
     const domain = listsDomainOf(cfg);
-    const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
     const lines = [
         "set -euo pipefail",
         // the CLI refuses root; as the package's user it writes files Mailman can read
@@ -220,7 +220,6 @@ const NGINX_CHECK = [
 
 /** Idempotent, like Debian's postinst (update_django): schema, static files, compressed assets; the site's name. */
 export function mailmanWebStepScript(cfg: StackConfig, host: string): string {
-    const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
     const name = mailmanWebHostnames(cfg, host)[0];
     return [
         "set -euo pipefail",
